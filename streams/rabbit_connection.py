@@ -1,0 +1,72 @@
+"""Opening rstream connections, with retries while a broker (re)starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from rstream import exceptions as rexc
+from rstream.client import Client
+
+from quotaflow.settings import StreamEndpoint
+
+log = logging.getLogger(__name__)
+
+#: Errors after which the same operation may succeed once the broker has recovered.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    rexc.StreamNotAvailable,
+    rexc.LeaderNotAvailable,
+    rexc.InternalError,
+)
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, rexc.ServerError)
+
+
+async def open_client(
+    endpoint: StreamEndpoint, name: str, *, frame_max: int = 1024 * 1024, heartbeat: int = 20
+) -> Client:
+    client = Client(
+        host=endpoint.host,
+        port=endpoint.port,
+        frame_max=frame_max,
+        heartbeat=heartbeat,
+        connection_name=name,
+    )
+    try:
+        await client.start()
+        await client.authenticate(
+            vhost=endpoint.vhost, username=endpoint.username, password=endpoint.password
+        )
+    except BaseException:
+        await close_quietly(client)
+        raise
+    return client
+
+
+async def connect_with_retry(
+    endpoint: StreamEndpoint, name: str, *, timeout: float = 60.0, frame_max: int = 1024 * 1024
+) -> Client:
+    """Connect, retrying with backoff for up to ``timeout`` seconds (a broker restarting)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await open_client(endpoint, name, frame_max=frame_max)
+        except _CONNECT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(
+                    f"RabbitMQ stream port {endpoint.host}:{endpoint.port} unreachable: {exc!r}"
+                ) from exc
+            log.info("stream broker not ready (%r), retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def close_quietly(client: Client) -> None:
+    try:
+        await asyncio.wait_for(client.close(), 6)
+    except Exception:  # closing a broken connection: nothing left to save
+        log.debug("error closing stream connection", exc_info=True)

@@ -1,0 +1,37 @@
+"""Shared fixtures: settings for the real local servers, unique names per test run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from quotaflow.settings import Settings
+from streams.rabbit_log import RabbitEventLog
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test (or earlier run) uses."""
+    return f"t{RUN_ID}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def rabbit_log(settings: Settings) -> AsyncIterator[RabbitEventLog]:
+    log = RabbitEventLog(settings.stream_endpoint, name="quotaflow-test", connect_timeout=90)
+    yield log
+    await log.close()
+
+
+def pytest_report_header() -> str:
+    url = os.environ.get("QUOTAFLOW_RABBITMQ_URL", "default")
+    return f"quotaflow test run {RUN_ID}; QUOTAFLOW_RABBITMQ_URL={url}"
