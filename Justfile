@@ -1,0 +1,50 @@
+# quotaflow — run `just` to list the recipes.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set dotenv-load := false
+
+venv := justfile_directory() / ".venv/bin"
+export PATH := venv + ":" + env_var("PATH")
+
+# list the recipes
+default:
+    @just --list --unsorted
+
+# --- the system ---------------------------------------------------------------------
+
+# everything end to end on this machine: services, streams, sample traffic, views
+demo: setup services
+    python -m quotaflow.demo
+
+# start RabbitMQ (+ stream plugin), Redis and PostgreSQL if needed; create the database
+services:
+    bash infra/scripts/services.sh
+
+# serve triton_models/ with the tritonserver shipped by nvidia-pytriton (Ctrl-C stops it)
+triton: setup
+    python -m quotaflow.triton.server --model-repository triton_models
+
+# --- development --------------------------------------------------------------------
+
+# create .venv and install quotaflow with its dev and Triton extras
+setup:
+    bash infra/scripts/setup.sh
+
+# unit tests and the tests against the real servers
+test *ARGS: setup services
+    python -m pytest {{ARGS}}
+
+# ruff and mypy (strict)
+lint: setup
+    ruff check .
+    ruff format --check .
+    mypy
+
+# --- benchmarks (each prints one JSON object on its last line) ---------------------
+
+# raw rstream vs the EventLog: publish and consume rates, 200k events
+bench-log: setup services
+    python -m bench.log_rates
+
+# raw consume + re-publish vs a pass-through agent
+bench-agents: setup services
+    python -m bench.agent_rates

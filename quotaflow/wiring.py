@@ -1,0 +1,49 @@
+"""Builds the objects a quotaflow process runs from its settings."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from quotaflow.settings import Settings
+from streams.log import EventLog
+from streams.memory_log import MemoryEventLog
+from streams.rabbit_log import RabbitEventLog, Retention
+from streams.runtime.app import App
+from streams.runtime.ownership import Ownership, PgOwnership, StaticOwnership
+from streams.topics import Topology
+
+AppFactory = Callable[[Settings], App]
+
+
+def topology(settings: Settings) -> Topology:
+    return Topology(partitions=settings.partitions, prefix=settings.stream_prefix)
+
+
+def event_log(settings: Settings, name: str = "quotaflow") -> EventLog:
+    if settings.log == "memory":
+        return MemoryEventLog()
+    retention = Retention(
+        max_bytes=settings.retention_max_bytes, max_segment_bytes=settings.retention_segment_bytes
+    )
+    return RabbitEventLog(settings.stream_endpoint, retention=retention, name=name)
+
+
+def build_app(settings: Settings) -> App:
+    """The quotaflow app with every agent registered."""
+    return App("quotaflow", event_log(settings), topology=topology(settings))
+
+
+def load_factory(spec: str) -> AppFactory:
+    """``module:function`` → the factory (for tests and custom deployments)."""
+    module, _, attr = spec.partition(":")
+    factory = getattr(importlib.import_module(module), attr or "build_app")
+    if not callable(factory):
+        raise TypeError(f"{spec} is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
+def ownership(settings: Settings, kind: str) -> Ownership:
+    if kind == "static":
+        return StaticOwnership()
+    return PgOwnership(settings.postgres_dsn, namespace=settings.stream_prefix or "quotaflow")

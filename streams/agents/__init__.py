@@ -1,0 +1,1 @@
+"""The agents of quotaflow, each a thin shell: read, decide, append, checkpoint."""

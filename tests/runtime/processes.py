@@ -1,0 +1,47 @@
+"""Running quotaflow processes in tests, and killing them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_agent(
+    agent: str, env: dict[str, str], *, ownership: str = "static", log: Path
+) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "quotaflow.cli",
+                "run",
+                agent,
+                "--factory",
+                "tests.runtime.crash_app:build",
+                "--ownership",
+                ownership,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
