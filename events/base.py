@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -9,6 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 #: Namespace of derived event ids. Never change it: stored ids depend on it.
 _DERIVED_NS = uuid.UUID("5b0c1f3e-6a4e-4c1b-9a55-2f7f3f6f0a11")
+_DERIVED_NS_BYTES = _DERIVED_NS.bytes
+_VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+_VERSION_5 = (5 << 76) | (0x8000 << 48)
 
 
 def new_id() -> uuid.UUID:
@@ -23,7 +27,13 @@ def derive_id(cause: uuid.UUID, label: str) -> uuid.UUID:
     re-emitted event is recognisably the same event on any log (RabbitMQ drops it by
     publishing id; a Kafka consumer drops it by event id).
     """
-    return uuid.uuid5(_DERIVED_NS, f"{cause}:{label}")
+    # uuid.uuid5(_DERIVED_NS, f"{cause}:{label}"), without UUID.__init__'s argument checks
+    digest = hashlib.sha1(_DERIVED_NS_BYTES + f"{cause}:{label}".encode()).digest()
+    value = (int.from_bytes(digest[:16], "big") & _VERSION_MASK) | _VERSION_5
+    out = object.__new__(uuid.UUID)
+    object.__setattr__(out, "int", value)
+    object.__setattr__(out, "is_safe", uuid.SafeUUID.unknown)
+    return out
 
 
 def utcnow() -> datetime:

@@ -12,6 +12,7 @@ Backends: :class:`streams.rabbit_log.RabbitEventLog` (RabbitMQ Streams over rstr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,16 @@ class EventLog(Protocol):
         id is not above the publisher's last sequence is dropped as a duplicate, so
         re-sending a batch after a crash stores nothing twice.
         """
+
+    async def submit(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        publisher: str | None = None,
+        publishing_ids: Sequence[int] | None = None,
+    ) -> asyncio.Future[None]:
+        """Like ``append``, but return once sent: the future completes on confirmation."""
 
     async def last_sequence(self, stream: str, publisher: str) -> int:
         """The highest publishing id stored for a named publisher (0 if none)."""

@@ -53,6 +53,22 @@ class MemoryEventLog:
         async with self._changed:
             self._changed.notify_all()
 
+    async def submit(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        publisher: str | None = None,
+        publishing_ids: Sequence[int] | None = None,
+    ) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await self.append(stream, payloads, publisher=publisher, publishing_ids=publishing_ids)
+            done.set_result(None)
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
     async def last_sequence(self, stream: str, publisher: str) -> int:
         self._records(stream)
         return self._sequences[(stream, publisher)]

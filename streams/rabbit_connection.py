@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import types
 
 from rstream import exceptions as rexc
 from rstream.client import Client
+from rstream.connection import Connection, ConnectionClosed
 
 from quotaflow.settings import StreamEndpoint
 
@@ -37,6 +39,7 @@ async def open_client(
     )
     try:
         await client.start()
+        _read_whole_frames(client)
         await client.authenticate(
             vhost=endpoint.vhost, username=endpoint.username, password=endpoint.password
         )
@@ -70,3 +73,30 @@ async def close_quietly(client: Client) -> None:
         await asyncio.wait_for(client.close(), 6)
     except Exception:  # closing a broken connection: nothing left to save
         log.debug("error closing stream connection", exc_info=True)
+
+
+async def _read_exactly(self: Connection, n: int) -> bytes:
+    """Read ``n`` bytes in one call (rstream reads 256 bytes per call and re-concatenates,
+    which dominates the cost of consuming large chunks)."""
+    reader = self._reader
+    assert reader is not None
+    buffered = self._buffer
+    if len(buffered) >= n:
+        data = bytes(buffered[:n])
+        del buffered[:n]
+        return data
+    try:
+        rest = await reader.readexactly(n - len(buffered))
+    except asyncio.IncompleteReadError:
+        raise ConnectionClosed from None
+    if buffered:
+        data = bytes(buffered) + rest
+        buffered.clear()
+        return data
+    return rest
+
+
+def _read_whole_frames(client: Client) -> None:
+    conn = client._conn
+    if conn is not None:
+        conn._read = types.MethodType(_read_exactly, conn)  # type: ignore[method-assign]

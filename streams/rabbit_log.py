@@ -41,6 +41,8 @@ T = TypeVar("T")
 _FRAME_OVERHEAD = 64
 _MESSAGE_OVERHEAD = 12  # publishing id (8) + length (4)
 _CONFIRM_TIMEOUT = 30.0
+#: Chunks the broker may send ahead of the consumer (each is granted back once handed over).
+_INITIAL_CREDIT = 16
 
 _OFFSET_TYPES = {
     "first": OffsetType.FIRST,
@@ -213,19 +215,53 @@ class RabbitEventLog:
     ) -> None:
         if not payloads:
             return
+        self._check(publisher, payloads, publishing_ids)
+
+        async def once() -> None:
+            client, waiter = await self._send(stream, payloads, publisher, publishing_ids)
+            await self._confirmed(client, waiter)
+
+        await self._retrying(once)
+
+    async def submit(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        publisher: str | None = None,
+        publishing_ids: Sequence[int] | None = None,
+    ) -> asyncio.Future[None]:
+        """Send now; the returned future completes when every record is confirmed.
+
+        Lets a caller overlap the broker's confirms with its next batch of work. Submissions
+        to one publisher are stored in submission order.
+        """
+        self._check(publisher, payloads, publishing_ids)
+        if not payloads:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        client, waiter = await self._retrying(
+            lambda: self._send(stream, payloads, publisher, publishing_ids)
+        )
+        return asyncio.ensure_future(self._confirmed(client, waiter))
+
+    @staticmethod
+    def _check(
+        publisher: str | None, payloads: Sequence[bytes], publishing_ids: Sequence[int] | None
+    ) -> None:
         if publishing_ids is not None and len(publishing_ids) != len(payloads):
             raise ValueError("one publishing id per payload")
         if publishing_ids is not None and publisher is None:
             raise ValueError("publishing ids need a named publisher")
-        await self._retrying(lambda: self._append_once(stream, payloads, publisher, publishing_ids))
 
-    async def _append_once(
+    async def _send(
         self,
         stream: str,
         payloads: Sequence[bytes],
         publisher: str | None,
         publishing_ids: Sequence[int] | None,
-    ) -> None:
+    ) -> tuple[Client, _Waiter]:
         pub = await self._publisher(stream, publisher)
         client = await self._connection()
         limit = client.frame_max - _FRAME_OVERHEAD
@@ -243,12 +279,17 @@ class RabbitEventLog:
                 if need > limit:
                     raise PublishRejected(f"record of {len(payload)} bytes exceeds the frame size")
                 if size + need > limit:
-                    await client.send_frame(schema.Publish(publisher_id=pub.id, messages=frame))
+                    await client.send_publish_frame(
+                        schema.Publish(publisher_id=pub.id, messages=frame)
+                    )
                     frame, size = [], 0
                 pub.pending[pid] = waiter
                 frame.append(schema.Message(publishing_id=pid, filter_value=None, data=payload))
                 size += need
-            await client.send_frame(schema.Publish(publisher_id=pub.id, messages=frame))
+            await client.send_publish_frame(schema.Publish(publisher_id=pub.id, messages=frame))
+        return client, waiter
+
+    async def _confirmed(self, client: Client, waiter: _Waiter) -> None:
         deadline = time.monotonic() + _CONFIRM_TIMEOUT
         while not waiter.event.is_set():
             if not client.is_connection_alive():
@@ -379,7 +420,7 @@ class RabbitSubscription:
         self._batch = batch
         self._closed = False
         self._client: Client | None = None
-        self._wake: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=4)
+        self._wake: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=_INITIAL_CREDIT)
 
     async def __aiter__(self) -> AsyncIterator[list[Record]]:
         next_offset: int | None = None
@@ -418,7 +459,7 @@ class RabbitSubscription:
                 await self._disconnect()
 
     async def _subscribe(self, start: Position) -> None:
-        self._wake = asyncio.Queue(maxsize=4)
+        self._wake = asyncio.Queue(maxsize=_INITIAL_CREDIT)
         client = await connect_with_retry(
             self._log._endpoint, f"{self._log._name}-sub", timeout=self._log._connect_timeout
         )
@@ -444,7 +485,9 @@ class RabbitSubscription:
         await client.run_queue_listener_task(0, on_deliver)
         kind = _OFFSET_TYPES[start.kind]
         value = start.value if start.kind in ("offset", "timestamp") else None
-        await client.subscribe(stream, 0, schema.OffsetSpec.from_params(kind, value), 4)
+        await client.subscribe(
+            stream, 0, schema.OffsetSpec.from_params(kind, value), _INITIAL_CREDIT
+        )
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None

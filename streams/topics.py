@@ -16,12 +16,14 @@ only to output partition p.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import mmh3
 
 SUPER_STREAM_SEED = 104729
 
 
+@lru_cache(maxsize=65536)
 def partition_for(key: str, partitions: int) -> int:
     """The partition of ``key`` among ``partitions`` (RabbitMQ super stream routing)."""
     if partitions < 1:

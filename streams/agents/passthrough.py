@@ -1,12 +1,12 @@
-"""A pass-through agent: each input event is re-emitted, as a derived event, to a sink.
+"""A pass-through agent: every input event is re-emitted, unchanged, to a sink.
 
-Used by the runtime's crash tests and by ``just bench-agents`` (decode → agent → encode →
-publish, with exactly-once semantics).
+It decodes and re-encodes each event and publishes it exactly once (the event keeps its id:
+moving an event does not make a new fact). Used by the runtime's crash tests and by
+``just bench-agents``.
 """
 
 from __future__ import annotations
 
-from events import derive_id
 from streams.runtime import App, AppTopic, Stream
 
 
@@ -16,7 +16,4 @@ def register_passthrough(
     @app.agent(source, name=name)
     async def passthrough(stream: Stream) -> None:
         async for event in stream:
-            copy = event.model_copy(
-                update={"event_id": derive_id(event.event_id, name), "causation_id": event.event_id}
-            )
-            sink.emit(copy, cause=event)
+            sink.emit(event, cause=event)

@@ -58,9 +58,6 @@ class Source(Protocol):
     async def flush(self) -> None:
         """Make the outputs of everything delivered so far durable, then commit positions."""
 
-    def delivered(self, items: list[Delivery]) -> None:
-        """Record what the agent is now working on (for failure handling)."""
-
 
 class Stream:
     def __init__(self, source: Source, name: str) -> None:
@@ -68,6 +65,14 @@ class Stream:
         self._buffer: deque[Delivery] = deque()
         self.agent = name
         self.current: Delivery | None = None
+        self._batch: list[Delivery] | None = None
+
+    @property
+    def working_on(self) -> list[Delivery]:
+        """What the agent was last handed: the current event, or the current batch."""
+        if self._batch is not None:
+            return self._batch
+        return [] if self.current is None else [self.current]
 
     @property
     def partition(self) -> int:
@@ -82,11 +87,10 @@ class Stream:
 
     async def _next(self) -> Delivery:
         while not self._buffer:
+            self.current = self._batch = None
             await self._source.flush()
             await self._fill(None)
-        item = self._buffer.popleft()
-        self.current = item
-        self._source.delivered([item])
+        item = self.current = self._buffer.popleft()
         return item
 
     def __aiter__(self) -> AsyncIterator[AnyEvent]:
@@ -125,6 +129,7 @@ class Stream:
                             if remaining <= 0 or not await self._fill(remaining):
                                 break
                             continue
+                        self.current = self._batch = None
                         await self._source.flush()
                         await self._fill(None)
                         deadline = time.monotonic() + within
@@ -134,5 +139,5 @@ class Stream:
                 if not items:
                     return
             self.current = items[-1]
-            self._source.delivered(items)
+            self._batch = items
             yield Batch(items)

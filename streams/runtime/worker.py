@@ -38,7 +38,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Literal
 
 from events import DecodeError, decode, encode
@@ -63,6 +63,7 @@ CURRENT: contextvars.ContextVar[PartitionWorker | None] = contextvars.ContextVar
 
 _OUTPUTS_PER_CAUSE = 1 << 16
 _COMMIT_INTERVAL = 1.0
+_MAX_INFLIGHT = 4
 _STOP_GRACE = 30.0
 
 
@@ -92,7 +93,9 @@ class PartitionWorker:
         self._pending: dict[tuple[str, str], list[tuple[int, bytes]]] = defaultdict(list)
         self._per_cause: dict[tuple[str, int], int] = defaultdict(int)
         self._causes: dict[int, Delivery] = {}
-        self._current: list[Delivery] = []
+        self._stream: Stream | None = None
+        self._seq = {}
+        self._inflight: deque[tuple[list[asyncio.Future[None]], dict[str, int], float]] = deque()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class PartitionWorker:
         pumps = [
             asyncio.create_task(self._pump(sub, s)) for sub, s in zip(subs, starts, strict=True)
         ]
-        stream = Stream(self, self.spec.name)
+        stream = self._stream = Stream(self, self.spec.name)
         token = CURRENT.set(self)
         agent = asyncio.create_task(self.spec.fn(stream), name=f"agent {self.reference}")
         CURRENT.reset(token)
@@ -168,6 +171,11 @@ class PartitionWorker:
                     await task
             for sub in subs:
                 await sub.close()
+            for futures, _, _ in self._inflight:
+                for future in futures:
+                    future.cancel()
+                    with contextlib.suppress(BaseException):
+                        await future
 
     async def _pump(self, sub: object, stream: str) -> None:
         async for records in sub:  # type: ignore[attr-defined]
@@ -200,6 +208,8 @@ class PartitionWorker:
         while True:
             if self._stopping.is_set():
                 raise StopAsyncIteration
+            if self._inflight and self._queue.empty():
+                await self._drain()  # nothing to do but wait: let the confirms land first
             getter = asyncio.ensure_future(self._queue.get())
             stopper = asyncio.ensure_future(self._stopping.wait())
             try:
@@ -237,16 +247,11 @@ class PartitionWorker:
             if accepts is not None and event.type not in accepts:
                 continue
             out.append(Delivery(stream, r.offset, r.timestamp_ms, event, r.data))
+        self._causes.update({id(d.event): d for d in out})
         if records:
             self._pulled[stream] = records[-1].offset
         metrics.EVENTS_IN.labels(*self._labels).inc(len(records))
         return out
-
-    def delivered(self, items: list[Delivery]) -> None:
-        self._current = items
-        causes = self._causes
-        for d in items:
-            causes[id(d.event)] = d
 
     @property
     def isolating(self) -> bool:
@@ -273,16 +278,43 @@ class PartitionWorker:
         self._pending[(publisher, out_stream)].append((pid, encode(event)))
 
     async def flush(self, final: bool = False) -> None:
-        """Publish pending outputs, wait for confirms, then commit input positions."""
+        """Send pending outputs; once the broker confirms them, commit input positions.
+
+        Up to ``_MAX_INFLIGHT`` flushes wait for confirms while the agent goes on with the
+        next input; positions are committed strictly in order, only after their outputs are
+        confirmed. ``final`` waits for everything.
+        """
+        futures: list[asyncio.Future[None]] = []
         if self._pending:
-            started = time.perf_counter()
             pending, self._pending = self._pending, defaultdict(list)
-            await asyncio.gather(*(self._publish(p, s, items) for (p, s), items in pending.items()))
-            metrics.FLUSH_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
+            for (publisher, stream), items in pending.items():
+                future = await self._submit(publisher, stream, items)
+                if future is not None:
+                    futures.append(future)
         self._per_cause.clear()
         self._causes.clear()
-        self._current = []
-        for stream, offset in self._pulled.items():
+        self._inflight.append((futures, dict(self._pulled), time.perf_counter()))
+        while self._inflight and (
+            final
+            or len(self._inflight) > _MAX_INFLIGHT
+            or all(f.done() for f in self._inflight[0][0])
+        ):
+            futures, positions, started = self._inflight.popleft()
+            for future in futures:
+                await future
+            if futures:
+                metrics.FLUSH_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
+            await self._positions_durable(positions, final)
+
+    async def _drain(self) -> None:
+        while self._inflight:
+            futures, positions, _ = self._inflight.popleft()
+            for future in futures:
+                await future
+            await self._positions_durable(positions, final=not self._inflight)
+
+    async def _positions_durable(self, positions: dict[str, int], final: bool) -> None:
+        for stream, offset in positions.items():
             self._done_pos[stream] = offset
             metrics.POSITION.labels(self.spec.name, stream).set(offset)
         if self._isolate and all(self._done_pos.get(s, -1) >= o for s, o in self._isolate.items()):
@@ -294,29 +326,33 @@ class PartitionWorker:
                 for stream, offset in self._done_pos.items():
                     await self.app.offsets.store(self.reference, stream, offset)
 
-    async def _publish(self, publisher: str, stream: str, items: list[tuple[int, bytes]]) -> None:
+    async def _submit(
+        self, publisher: str, stream: str, items: list[tuple[int, bytes]]
+    ) -> asyncio.Future[None] | None:
         last = self._seq.get(publisher)
         if last is None:
             last = await self.app.log.last_sequence(stream, publisher)
         items.sort(key=lambda item: item[0])
         fresh = [item for item in items if item[0] > last]
-        if fresh:
-            await self.app.log.append(
-                stream,
-                [payload for _, payload in fresh],
-                publisher=publisher,
-                publishing_ids=[pid for pid, _ in fresh],
-            )
-            last = fresh[-1][0]
-            metrics.EVENTS_OUT.labels(*self._labels).inc(len(fresh))
-        self._seq[publisher] = last
+        if not fresh:
+            self._seq[publisher] = last
+            return None
+        future = await self.app.log.submit(
+            stream,
+            [payload for _, payload in fresh],
+            publisher=publisher,
+            publishing_ids=[pid for pid, _ in fresh],
+        )
+        self._seq[publisher] = fresh[-1][0]
+        metrics.EVENTS_OUT.labels(*self._labels).inc(len(fresh))
+        return future
 
     # -- failures -----------------------------------------------------------------------
 
     async def _agent_failed(self, exc: BaseException) -> None:
         if is_retryable(exc):
             raise exc
-        current = self._current
+        current = self._stream.working_on if self._stream is not None else []
         metrics.ERRORS.labels(*self._labels, "handler").inc()
         if len(current) == 1:
             item = current[0]
