@@ -63,7 +63,7 @@ async def _run(settings: Settings, factory: str, agents: list[str], owner: str) 
     try:
         await AgentRunner(app, agents, ownership(settings, owner)).run(stop)
     finally:
-        await app.log.close()
+        await app.close()
 
 
 @streams_cli.command("create")

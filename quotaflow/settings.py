@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     stream_prefix: str = Field("qf", description="prefix of every stream name")
     retention_max_bytes: int = Field(20 * 1024**3, ge=1, description="per stream")
     retention_segment_bytes: int = Field(500 * 1024**2, ge=1)
+    billing_schema: str = Field("billing", description="PostgreSQL schema of the billing view")
+    redis_prefix: str = Field("qf:", description="key prefix of the Redis quota view")
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     admin_key: SecretStr = SecretStr("dev-admin-key")

@@ -31,7 +31,11 @@ def event_log(settings: Settings, name: str = "quotaflow") -> EventLog:
 
 def build_app(settings: Settings) -> App:
     """The quotaflow app with every agent registered."""
-    return App("quotaflow", event_log(settings), topology=topology(settings))
+    from streams.agents.billing import BillingStore, register_billing
+
+    app = App("quotaflow", event_log(settings), topology=topology(settings))
+    register_billing(app, BillingStore(settings.postgres_dsn, settings.billing_schema))
+    return app
 
 
 def load_factory(spec: str) -> AppFactory:

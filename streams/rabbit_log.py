@@ -118,6 +118,7 @@ class RabbitEventLog:
         self._by_id: dict[int, _Publisher] = {}
         self._ids = itertools.count()
         self._subscriptions: set[RabbitSubscription] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- connection -------------------------------------------------------------------
 
@@ -150,9 +151,16 @@ class RabbitEventLog:
             task = asyncio.ensure_future(close_quietly(old))
             task.add_done_callback(lambda _: None)
 
+    def _close_later(self, client: Client) -> None:
+        task = asyncio.create_task(close_quietly(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
         for sub in list(self._subscriptions):
             await sub.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._client is not None:
             client, self._client = self._client, None
             for pub in self._by_id.values():
@@ -392,7 +400,7 @@ class RabbitEventLog:
                 except TimeoutError:
                     return 0
             finally:
-                await close_quietly(client)
+                self._close_later(client)
 
         return await self._retrying(probe)
 
@@ -492,7 +500,9 @@ class RabbitSubscription:
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await close_quietly(client)
+            # closing an rstream connection takes ~0.3 s (a Close round trip and a sleep):
+            # do it in the background; the log waits for these when it closes
+            self._log._close_later(client)
 
     async def close(self) -> None:
         if self._closed:

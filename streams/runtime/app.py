@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from events import encode
 from events.base import Event
@@ -12,9 +11,6 @@ from streams.runtime.agent import Ack, AgentFn, AgentSpec, PositionsFn
 from streams.runtime.stream import Delivery
 from streams.runtime.worker import CURRENT, PartitionWorker
 from streams.topics import Topic, Topology
-
-if TYPE_CHECKING:
-    pass
 
 
 class AppTopic:
@@ -72,6 +68,17 @@ class App:
         self.offsets: OffsetStore = offsets if offsets is not None else log  # type: ignore[assignment]
         self.topology = topology or Topology(partitions=1)
         self.agents: dict[str, AgentSpec] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Register a resource to close when the app closes (pools, clients)."""
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+        self._closers.clear()
+        await self.log.close()
 
     def topic(self, topic: Topic) -> AppTopic:
         return AppTopic(self, topic)

@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_agent(
-    agent: str, env: dict[str, str], *, ownership: str = "static", log: Path
+    agent: str | list[str],
+    env: dict[str, str],
+    *,
+    ownership: str = "static",
+    log: Path,
+    factory: str = "tests.runtime.crash_app:build",
 ) -> subprocess.Popen[bytes]:
+    agents = [agent] if isinstance(agent, str) else agent
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -22,9 +28,9 @@ def spawn_agent(
                 "-m",
                 "quotaflow.cli",
                 "run",
-                agent,
+                *agents,
                 "--factory",
-                "tests.runtime.crash_app:build",
+                factory,
                 "--ownership",
                 ownership,
             ],

@@ -1,0 +1,5 @@
+"""``python -m projections.billing [--schema billing] [--dsn …] [--reset]``: migrate the view."""
+
+from projections.billing.migrate import main
+
+main()
