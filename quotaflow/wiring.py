@@ -32,8 +32,12 @@ def event_log(settings: Settings, name: str = "quotaflow") -> EventLog:
 def build_app(settings: Settings) -> App:
     """The quotaflow app with every agent registered."""
     from streams.agents.billing import BillingStore, register_billing
+    from streams.agents.quota import register_quota
+    from streams.agents.quota_view import QuotaViewStore, register_quota_view
 
     app = App("quotaflow", event_log(settings), topology=topology(settings))
+    register_quota(app)
+    register_quota_view(app, QuotaViewStore(settings.redis_url, settings.redis_prefix))
     register_billing(app, BillingStore(settings.postgres_dsn, settings.billing_schema))
     return app
 

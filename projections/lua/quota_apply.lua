@@ -148,7 +148,7 @@ for _, tid in ipairs(order) do
   local put, gone, zadd = {}, {}, {}
   for rid in pairs(dirty[tid]) do
     local r = recs[tid][rid]
-    if false then
+    if not r.open and r.t <= cutoff then
       gone[#gone + 1] = rid
     else
       put[#put + 1] = rid; put[#put + 1] = unparse(r)
@@ -169,7 +169,7 @@ for _, tid in ipairs(order) do
         local chunk = {unpack(old, s, math.min(s + CHUNK - 1, #old))}
         local values = redis.call('HMGET', rk, unpack(chunk))
         for j = 1, #chunk do
-          if values[j] and not parse(values[j]).open then closed[#closed + 1] = chunk[j] end
+          if values[j] then closed[#closed + 1] = chunk[j] end
         end
       end
       bulk('HDEL', rk, closed, 1)
