@@ -48,3 +48,11 @@ bench-log: setup services
 # raw consume + re-publish vs a pass-through agent
 bench-agents: setup services
     python -m bench.agent_rates
+
+# quota decisions/s and Redis view events/s vs the raw ceiling
+bench-quota: setup services
+    python -m bench.quota_rates
+
+# billing view rebuild rate vs raw consume+decode
+bench-billing: setup services
+    python -m bench.billing_rates

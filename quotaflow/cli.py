@@ -81,6 +81,102 @@ def streams_create(factory: FactoryOpt = "quotaflow.wiring:build_app") -> None:
     asyncio.run(go())
 
 
+@cli.command()
+def publish(
+    file: Annotated[
+        typer.FileText,
+        typer.Argument(help="JSON Lines: a request body plus 'tenant' per line; - for stdin"),
+    ],
+    factory: FactoryOpt = "quotaflow.wiring:build_app",
+    batch: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+) -> None:
+    """Publish request events from a file or stdin, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from events import InferenceRequested
+    from quotaflow.publish import parse
+
+    settings = Settings()
+    lines = file.readlines()
+
+    async def go() -> tuple[int, list[tuple[int, str]]]:
+        app = load_factory(factory)(settings)
+        topic = app.topic(app.topology.requests)
+        errors: list[tuple[int, str]] = []
+        sent = 0
+        pending: list[InferenceRequested] = []
+        columns = (TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        try:
+            with Progress(*columns) as progress:
+                task = progress.add_task("publish", total=len(lines))
+                for number, item in parse(lines):
+                    if isinstance(item, str):
+                        errors.append((number, item))
+                    else:
+                        pending.append(item)
+                    if len(pending) >= batch:
+                        await topic.send_many(pending)
+                        sent += len(pending)
+                        progress.update(task, completed=number)
+                        pending = []
+                if pending:
+                    await topic.send_many(pending)
+                    sent += len(pending)
+                progress.update(task, completed=len(lines))
+        finally:
+            await app.close()
+        return sent, errors
+
+    sent, errors = asyncio.run(go())
+    for number, message in errors[:20]:
+        typer.echo(f"line {number}: {message}", err=True)
+    if len(errors) > 20:
+        typer.echo(f"… and {len(errors) - 20} more invalid lines", err=True)
+    typer.echo(f"published {sent} request(s); {len(errors)} invalid line(s) skipped")
+    if errors:
+        raise typer.Exit(1)
+
+
+@streams_cli.command("status")
+def streams_status(factory: FactoryOpt = "quotaflow.wiring:build_app") -> None:
+    """Each partition's length, each agent's position and lag."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from quotaflow.status import status
+    from streams.log import StreamNotFound
+
+    settings = Settings()
+
+    async def go() -> None:
+        app = load_factory(factory)(settings)
+        try:
+            streams, agents = await status(app)
+        except StreamNotFound as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            await app.close()
+        console = Console()
+        table = Table(title="streams")
+        table.add_column("stream")
+        table.add_column("tail (next offset)", justify="right")
+        for row in streams:
+            table.add_row(row.stream, f"{row.tail:,}")
+        console.print(table)
+        table = Table(title="agents")
+        for col in ("agent", "input stream", "position", "lag"):
+            table.add_column(col, justify="right" if col in ("position", "lag") else "left")
+        for a in agents:
+            lag = "—" if a.lag is None else f"{a.lag:,}"
+            style = "red" if a.lag and a.lag > 10_000 else ""
+            pos = "—" if a.position is None else f"{a.position:,}"
+            table.add_row(a.agent, a.stream, pos, f"[{style}]{lag}" if style else lag)
+        console.print(table)
+
+    asyncio.run(go())
+
+
 @events_cli.command("schema")
 def events_schema() -> None:
     """Print the JSON Schema of every event type."""

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/quotaflow"
     triton_url: str = "127.0.0.1:8001"
     partitions: int = Field(4, ge=1, le=256, description="partitions of each tenant-keyed topic")
-    stream_prefix: str = Field("qf", description="prefix of every stream name")
+    stream_prefix: str = Field("", description="prefix of every stream name (e.g. 'staging-')")
     retention_max_bytes: int = Field(20 * 1024**3, ge=1, description="per stream")
     retention_segment_bytes: int = Field(500 * 1024**2, ge=1)
     billing_schema: str = Field("billing", description="PostgreSQL schema of the billing view")

@@ -34,11 +34,15 @@ def build_app(settings: Settings) -> App:
     from streams.agents.billing import BillingStore, register_billing
     from streams.agents.quota import register_quota
     from streams.agents.quota_view import QuotaViewStore, register_quota_view
+    from streams.agents.request_results import ResultsStore, register_request_results
+    from streams.agents.tenant_directory import DirectoryStore, register_tenant_directory
 
     app = App("quotaflow", event_log(settings), topology=topology(settings))
     register_quota(app)
     register_quota_view(app, QuotaViewStore(settings.redis_url, settings.redis_prefix))
     register_billing(app, BillingStore(settings.postgres_dsn, settings.billing_schema))
+    register_tenant_directory(app, DirectoryStore(settings.redis_url, settings.redis_prefix))
+    register_request_results(app, ResultsStore(settings.redis_url, settings.redis_prefix))
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import types
@@ -69,10 +70,17 @@ async def connect_with_retry(
 
 
 async def close_quietly(client: Client) -> None:
+    conn = client._conn
     try:
         await asyncio.wait_for(client.close(), 6)
     except Exception:  # closing a broken connection: nothing left to save
         log.debug("error closing stream connection", exc_info=True)
+    # rstream leaves the socket of a broken connection open; close it ourselves
+    writer = conn._writer if conn is not None else None
+    if writer is not None and not writer.is_closing():
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 2)
 
 
 async def _read_exactly(self: Connection, n: int) -> bytes:

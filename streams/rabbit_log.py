@@ -94,6 +94,7 @@ class _Publisher:
     id: int
     stream: str
     name: str | None
+    client: Client
     next_id: int = 1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: dict[int, _Waiter] = field(default_factory=dict)
@@ -195,10 +196,10 @@ class RabbitEventLog:
 
     async def _publisher(self, stream: str, name: str | None) -> _Publisher:
         key = (stream, name)
-        pub = self._publishers.get(key)
-        if pub is not None:
-            return pub
         client = await self._connection()
+        pub = self._publishers.get(key)
+        if pub is not None and pub.client is client:
+            return pub
         pub_id = next(self._ids) % 256
         while pub_id in self._by_id:
             pub_id = next(self._ids) % 256
@@ -206,7 +207,7 @@ class RabbitEventLog:
             await client.declare_publisher(stream=stream, reference=name, publisher_id=pub_id)
         except rexc.StreamDoesNotExist:
             raise StreamNotFound(stream) from None
-        pub = _Publisher(pub_id, stream, name)
+        pub = _Publisher(pub_id, stream, name, client)
         if name is not None:
             pub.next_id = await client.query_publisher_sequence(stream, name) + 1
         self._publishers[key] = pub
@@ -270,8 +271,10 @@ class RabbitEventLog:
         publisher: str | None,
         publishing_ids: Sequence[int] | None,
     ) -> tuple[Client, _Waiter]:
-        pub = await self._publisher(stream, publisher)
         client = await self._connection()
+        pub = await self._publisher(stream, publisher)
+        if pub.client is not client:  # the connection was replaced while declaring
+            raise ConnectionError("stream connection replaced")
         limit = client.frame_max - _FRAME_OVERHEAD
         waiter = _Waiter(len(payloads))
         async with pub.lock:

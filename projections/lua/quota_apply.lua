@@ -169,7 +169,7 @@ for _, tid in ipairs(order) do
         local chunk = {unpack(old, s, math.min(s + CHUNK - 1, #old))}
         local values = redis.call('HMGET', rk, unpack(chunk))
         for j = 1, #chunk do
-          if values[j] then closed[#closed + 1] = chunk[j] end
+          if values[j] and not parse(values[j]).open then closed[#closed + 1] = chunk[j] end
         end
       end
       bulk('HDEL', rk, closed, 1)

@@ -34,6 +34,7 @@ Semantics (see the tests in ``tests/quota`` for each):
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,6 +55,7 @@ from events import (
 from events.model import RejectReason
 from streams.quota.state import QuotaState, Reservation, TenantState, evolve
 from streams.quota.timeline import (
+    DAY_US,
     WINDOW_US,
     from_us,
     period_bounds,
@@ -63,6 +65,8 @@ from streams.quota.timeline import (
 
 Due = list[tuple[str, Reservation]]
 _NOTHING_DUE: Due = []
+_NONE_STALE = (0, 0)
+_NOTHING: list[Reservation] = []
 
 
 def decide(state: QuotaState, event: Event) -> list[Event]:
@@ -71,25 +75,29 @@ def decide(state: QuotaState, event: Event) -> list[Event]:
     now = t if t > state.now else state.now
     stamp = event.occurred_at if t == now else from_us(now)
     heap = state.expiry
-    due = state.due(now) if heap and heap[0][0] <= now else _NOTHING_DUE
-    outs: list[Event] = [
-        ReservationExpired(
-            event_id=derive_id(event.event_id, f"expired:{res.request_id}"),
-            occurred_at=stamp,
-            tenant_id=tenant_id,
-            causation_id=event.event_id,
-            correlation_id=res.request_id,
-            request_id=res.request_id,
-            reserved=res.tokens,
-        )
-        for tenant_id, res in due
-    ]
+    if heap and heap[0][0] <= now:
+        due = state.due(now)
+        outs: list[Event] = [_expired(event, stamp, tenant_id, res) for tenant_id, res in due]
+    else:
+        due, outs = _NOTHING_DUE, []
     handler = _DECIDERS.get(type(event))
     if handler is not None:
         out = handler(state, event, now, stamp, due)
         if out is not None:
             outs.append(out)
     return outs
+
+
+def _expired(cause: Event, stamp: datetime, tenant_id: str, res: Reservation) -> Event:
+    return ReservationExpired(
+        event_id=derive_id(cause.event_id, f"expired:{res.request_id}"),
+        occurred_at=stamp,
+        tenant_id=tenant_id,
+        causation_id=cause.event_id,
+        correlation_id=res.request_id,
+        request_id=res.request_id,
+        reserved=res.tokens,
+    )
 
 
 def replay(
@@ -113,18 +121,20 @@ def replay(
 def _request(state: QuotaState, event: Any, now: int, stamp: datetime, due: Due) -> Event | None:
     e: InferenceRequested = event
     rid = e.request_id
+    key = rid.int
     tenant = state.tenants.get(e.tenant_id)
-    if state.remembers(rid, now) or (tenant is not None and rid in tenant.open):
+    if state.remembers(key, now) or (tenant is not None and key in tenant.open):
         return None
     requested = e.estimated_prompt_tokens + e.spec.max_tokens
     if tenant is None or tenant.policy is None:
         return _reject(e, stamp, "unknown_tenant", requested, None, "no quota policy")
     policy = tenant.policy
-    freed = [res for tenant_id, res in due if tenant_id == e.tenant_id]
+    freed = [res for tenant_id, res in due if tenant_id == e.tenant_id] if due else _NOTHING
+    stale = _window_start(tenant, now)
     verdict = (
         _budget(tenant, policy, now, requested, freed)
-        or _tpm(tenant, policy, now, requested, freed)
-        or _rpm(tenant, policy, now)
+        or _tpm(tenant, policy, now, requested, freed, stale)
+        or _rpm(tenant, policy, now, stale)
         or _concurrency(tenant, policy, now, freed)
     )
     if verdict is not None:
@@ -149,17 +159,22 @@ Verdict = tuple[RejectReason, float | None, str] | None
 def _budget(
     tenant: TenantState, policy: QuotaPolicy, now: int, requested: int, freed: list[Reservation]
 ) -> Verdict:
-    start, end = period_bounds(policy.period, now)
     if policy.period == "month":
-        current = tenant.month == start
-        used = tenant.used_month if current else 0
-        reserved = tenant.reserved_month if current else 0
-        reserved -= sum(res.tokens for res in freed if res.month == start)
+        if now < tenant.month_end:  # the tenant's counters are this month's
+            start, end = tenant.month, tenant.month_end
+            used, reserved = tenant.used_month, tenant.reserved_month
+        else:
+            (start, end), used, reserved = period_bounds("month", now), 0, 0
+        if freed:
+            reserved -= sum(res.tokens for res in freed if res.month == start)
     else:
-        current = tenant.day == start
-        used = tenant.used_day if current else 0
-        reserved = tenant.reserved_day if current else 0
-        reserved -= sum(res.tokens for res in freed if res.day == start)
+        if now < tenant.day + DAY_US:
+            start, end = tenant.day, tenant.day + DAY_US
+            used, reserved = tenant.used_day, tenant.reserved_day
+        else:
+            (start, end), used, reserved = period_bounds("day", now), 0, 0
+        if freed:
+            reserved -= sum(res.tokens for res in freed if res.day == start)
     budget = policy.token_budget
     if used + reserved + requested <= budget:
         return None
@@ -170,8 +185,12 @@ def _budget(
 
 def _window_start(tenant: TenantState, now: int) -> tuple[int, int]:
     """(entries at the window's head that no longer count at ``now``, their tokens)."""
-    cutoff, stale, stale_tokens = now - WINDOW_US, 0, 0
-    for t, tokens in tenant.window:
+    window = tenant.window
+    cutoff = now - WINDOW_US
+    if not window or window[0][0] > cutoff:
+        return _NONE_STALE
+    stale = stale_tokens = 0
+    for t, tokens in window:
         if t > cutoff:
             break
         stale += 1
@@ -180,15 +199,22 @@ def _window_start(tenant: TenantState, now: int) -> tuple[int, int]:
 
 
 def _tpm(
-    tenant: TenantState, policy: QuotaPolicy, now: int, requested: int, freed: list[Reservation]
+    tenant: TenantState,
+    policy: QuotaPolicy,
+    now: int,
+    requested: int,
+    freed: list[Reservation],
+    window_start: tuple[int, int],
 ) -> Verdict:
     limit = policy.tokens_per_minute
     if limit is None:
         return None
-    stale, stale_tokens = _window_start(tenant, now)
+    stale, stale_tokens = window_start
     cutoff = now - WINDOW_US
-    expired = [res.entry for res in freed if res.entry[0] > cutoff]
-    counted = tenant.window_tokens - stale_tokens - sum(entry[1] for entry in expired)
+    expired = [res.entry for res in freed if res.entry[0] > cutoff] if freed else []
+    counted = tenant.window_tokens - stale_tokens
+    for entry in expired:
+        counted -= entry[1]
     if counted + requested <= limit:
         return None
     detail = f"{counted} tokens in the last 60 s + requested {requested} > {limit}"
@@ -203,11 +229,13 @@ def _tpm(
     raise AssertionError("the window cannot hold more than it counts")  # pragma: no cover
 
 
-def _rpm(tenant: TenantState, policy: QuotaPolicy, now: int) -> Verdict:
+def _rpm(
+    tenant: TenantState, policy: QuotaPolicy, now: int, window_start: tuple[int, int]
+) -> Verdict:
     limit = policy.requests_per_minute
     if limit is None:
         return None
-    stale, _ = _window_start(tenant, now)
+    stale = window_start[0]
     count = len(tenant.window) - stale
     if count < limit:
         return None
@@ -255,10 +283,10 @@ def _reject(
 # --- results -----------------------------------------------------------------------------
 
 
-def _open(state: QuotaState, tenant_id: str, request_id: Any, now: int) -> Reservation | None:
+def _open(state: QuotaState, tenant_id: str, request_id: uuid.UUID, now: int) -> Reservation | None:
     """The reservation a result settles: open, and not expiring at ``now``."""
     tenant = state.tenants.get(tenant_id)
-    res = tenant.open.get(request_id) if tenant is not None else None
+    res = tenant.open.get(request_id.int) if tenant is not None else None
     return res if res is not None and res.expires_us > now else None
 
 

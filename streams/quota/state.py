@@ -82,7 +82,8 @@ class TenantState:
     day: int = _NEVER
     used_day: int = 0
     reserved_day: int = 0
-    open: dict[uuid.UUID, Reservation] = field(default_factory=dict)
+    #: open reservations by request id (its ``.int``: hashing a UUID costs a Python call)
+    open: dict[int, Reservation] = field(default_factory=dict)
     open_tokens: int = 0
     #: admissions of the last 60 s, oldest first: [admitted at µs, tokens counted]
     window: deque[list[int]] = field(default_factory=deque)
@@ -113,22 +114,22 @@ class QuotaState:
     now: int = _NEVER
     tenants: dict[str, TenantState] = field(default_factory=dict)
     #: (expires at µs, seq, tenant, request id); the top is always an open reservation
-    expiry: list[tuple[int, int, str, uuid.UUID]] = field(default_factory=list)
+    expiry: list[tuple[int, int, str, int]] = field(default_factory=list)
     seq: int = 0
     #: request id -> second (event time) it was last decided or closed
-    recent: dict[uuid.UUID, int] = field(default_factory=dict)
-    recent_log: deque[tuple[int, list[uuid.UUID]]] = field(default_factory=deque)
+    recent: dict[int, int] = field(default_factory=dict)
+    recent_log: deque[tuple[int, list[int]]] = field(default_factory=deque)
 
     def copy(self) -> QuotaState:
         return copy.deepcopy(self)
 
-    def remembers(self, request_id: uuid.UUID, now: int) -> bool:
-        """Whether ``request_id`` was decided or closed within the horizon before ``now``."""
+    def remembers(self, request_id: int, now: int) -> bool:
+        """Whether ``request_id`` (its ``.int``) was decided or closed within the horizon."""
         second = self.recent.get(request_id)
         oldest = (now - self.dedup_horizon_s * SECOND_US) // SECOND_US
         return second is not None and second >= oldest
 
-    def is_open(self, tenant_id: str, request_id: uuid.UUID, seq: int) -> bool:
+    def is_open(self, tenant_id: str, request_id: int, seq: int) -> bool:
         tenant = self.tenants.get(tenant_id)
         res = tenant.open.get(request_id) if tenant is not None else None
         return res is not None and res.seq == seq
@@ -165,7 +166,7 @@ def fold(events: Iterable[Event], state: QuotaState | None = None) -> QuotaState
     return state
 
 
-def _remember(state: QuotaState, request_id: uuid.UUID) -> None:
+def _remember(state: QuotaState, request_id: int) -> None:
     second = state.now // SECOND_US
     state.recent[request_id] = second
     log = state.recent_log
@@ -203,11 +204,15 @@ def _reserved(state: QuotaState, event: Any, t: int) -> None:
     e: TokensReserved = event
     now = state.now
     tenant = _tenant(state, e.tenant_id)
-    if e.request_id in tenant.open or state.remembers(e.request_id, now):
+    rid = e.request_id.int
+    if rid in tenant.open or state.remembers(rid, now):
         return  # a duplicated decision (only in logs not written by decide)
-    _remember(state, e.request_id)
+    _remember(state, rid)
     tenant.roll(now)
-    month, day = month_start(t), day_start(t)
+    if tenant.day <= t:  # admitted today (always, when written by decide)
+        month, day = tenant.month, tenant.day
+    else:
+        month, day = month_start(t), day_start(t)
     if month == tenant.month:
         tenant.reserved_month += e.tokens
     if day == tenant.day:
@@ -221,15 +226,15 @@ def _reserved(state: QuotaState, event: Any, t: int) -> None:
             tenant.window.append(entry)
         tenant.window_tokens += e.tokens
     res = Reservation(e.request_id, e.tokens, t, to_us(e.expires_at), month, day, state.seq, entry)
-    tenant.open[e.request_id] = res
+    tenant.open[rid] = res
     tenant.open_tokens += e.tokens
-    heappush(state.expiry, (res.expires_us, res.seq, e.tenant_id, e.request_id))
+    heappush(state.expiry, (res.expires_us, res.seq, e.tenant_id, rid))
     state.seq += 1
 
 
 def _rejected(state: QuotaState, event: Any, t: int) -> None:
     e: RequestRejected = event
-    _remember(state, e.request_id)
+    _remember(state, e.request_id.int)
     tenant = state.tenants.get(e.tenant_id)
     if tenant is not None and e.reason != "unknown_tenant":
         tenant.rejected += 1
@@ -237,14 +242,14 @@ def _rejected(state: QuotaState, event: Any, t: int) -> None:
 
 def _settled(state: QuotaState, event: Any, t: int) -> None:
     e: ReservationSettled = event
-    _close(state, e.tenant_id, e.request_id, e.prompt_tokens + e.completion_tokens)
+    _close(state, e.tenant_id, e.request_id.int, e.prompt_tokens + e.completion_tokens)
 
 
 def _released(state: QuotaState, event: Any, t: int) -> None:
-    _close(state, event.tenant_id, event.request_id, None)
+    _close(state, event.tenant_id, event.request_id.int, None)
 
 
-def _close(state: QuotaState, tenant_id: str, request_id: uuid.UUID, actual: int | None) -> None:
+def _close(state: QuotaState, tenant_id: str, request_id: int, actual: int | None) -> None:
     """Close a reservation: settled with ``actual`` tokens, or released/expired (None)."""
     _remember(state, request_id)
     tenant = state.tenants.get(tenant_id)

@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from events import Event, InferenceRequested, QuotaPolicy
+from events import (
+    Event,
+    InferenceRequested,
+    QuotaPolicy,
+    ReservationSettled,
+    TokensReserved,
+)
 from projections.quota_view import QuotaView
 from streams.quota import QuotaState, decide, evolve, tenant_quota
 from streams.quota.timeline import from_us
@@ -60,6 +66,7 @@ def across_midnight() -> list[Event]:
     b.register("acme", token_budget=1_000, period="month")
     b.register("globex", token_budget=1_000, period="day", reservation_ttl_s=30)
     settled_in_january = b.request("acme", prompt=0, max_tokens=100)
+    long_running = b.request("acme", prompt=0, max_tokens=100)  # open for over a minute
     b.wait(1).complete(settled_in_january, completion=60)
     january = [b.wait(1).request(t, prompt=0, max_tokens=100) for t in ("acme", "globex")]
     february = [b.wait(20).request(t, prompt=0, max_tokens=50) for t in ("acme", "globex")]
@@ -67,6 +74,7 @@ def across_midnight() -> list[Event]:
         b.wait(1).complete(req, completion=70)
     b.wait(1).complete(february[0], completion=20)
     b.wait(90).request("globex", prompt=0, max_tokens=10)  # february[1] expires first
+    b.complete(long_running, completion=100)
     b.request("acme", prompt=0, max_tokens=10)
     return b.events
 
@@ -83,6 +91,32 @@ async def test_usage_is_charged_to_the_period_of_the_reservation(view: QuotaView
     assert (globex.used, globex.reserved, globex.open_reservations) == (0, 10, 1)
 
 
+async def test_the_view_clamps_over_usage_like_the_fold(view: QuotaView) -> None:
+    """A settlement reporting more than was reserved (not one decide writes) is clamped."""
+    b = Builder()
+    b.register("acme", token_budget=1_000)
+    b.request("acme", prompt=0, max_tokens=100)
+    state, requests, quota = agent(b.events)
+    reserved = quota[0][1]
+    assert isinstance(reserved, TokensReserved)
+    over = ReservationSettled(
+        tenant_id="acme",
+        occurred_at=reserved.occurred_at,
+        request_id=reserved.request_id,
+        model="smollm2",
+        reserved=100,
+        prompt_tokens=50,
+        completion_tokens=500,
+    )
+    evolve(state, over)
+    await view.apply(REQUESTS, requests)
+    await view.apply(QUOTA, [*quota, (1, over)])
+    await assert_matches_fold(view, state, from_us(state.now))
+    acme = await view.tenant("acme")
+    assert acme is not None
+    assert (acme.used, acme.window_tokens) == (100, 100)
+
+
 async def test_the_view_forgets_closed_reservations_that_left_the_window(
     view: QuotaView,
 ) -> None:
@@ -94,7 +128,7 @@ async def test_the_view_forgets_closed_reservations_that_left_the_window(
     window = {t: set(v["window"]) for t, v in snapshot["tenants"].items()}
     last = {
         e.tenant_id: {str(e.request_id)}
-        for _, e in requests[-2:]
+        for _, e in requests[-3:]
         if isinstance(e, InferenceRequested)
     }
     assert kept == last

@@ -1,0 +1,25 @@
+"""Fixtures of the inference tests: the session's real tritonserver (shared with
+``tests/triton``) and a fresh topology on the real RabbitMQ."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from streams.rabbit_log import RabbitEventLog
+from streams.runtime.app import App
+from streams.topics import Topology
+from tests.triton.conftest import triton_server
+
+__all__ = ["triton_server"]
+
+
+@pytest.fixture
+async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
+    topo = Topology(partitions=2, prefix=f"{unique}-")
+    await App("setup", rabbit_log, topology=topo).create_streams()
+    yield topo
+    for topic in topo.all:
+        for stream in topic.streams:
+            await rabbit_log.delete_stream(stream)
