@@ -53,6 +53,10 @@ bench-agents: setup services
 bench-quota: setup services
     python -m bench.quota_rates
 
+# the inference agent with and without Triton's dynamic batching (echo model)
+bench-inference: setup services
+    python -m bench.inference_rates
+
 # billing view rebuild rate vs raw consume+decode
 bench-billing: setup services
     python -m bench.billing_rates

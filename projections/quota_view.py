@@ -14,8 +14,8 @@ Keys (``prefix`` is configurable, so a replay can rebuild into a scratch prefix)
 * ``{prefix}tenants`` set of tenant ids (what :meth:`QuotaView.clear` deletes)
 * ``{prefix}q:{tenant}`` hash: policy, counters of the latest day/month, open count/tokens,
   rejections, event time
-* ``{prefix}r:{tenant}`` hash request id -> ``t|tokens|counted|month|day|open``: open
-  reservations, and closed ones still in the rate window
+* ``{prefix}r:{tenant}`` hash request id -> ``t|tokens|counted|open``: open reservations,
+  and closed ones still in the rate window
 * ``{prefix}w:{tenant}`` sorted set request id by admission time (µs): the rate window
 * ``{prefix}pe:{tenant}`` set of applied policy event ids (a duplicated one is skipped)
 
@@ -46,7 +46,7 @@ from events import (
     TokensReserved,
 )
 from streams.quota import PeriodCounters, TenantQuota, make_tenant_quota
-from streams.quota.timeline import WINDOW_US, day_start, month_start, to_us
+from streams.quota.timeline import WINDOW_US, day_start, month_bounds, to_us
 
 _APPLY = resources.files("projections").joinpath("lua/quota_apply.lua").read_text("utf-8")
 _WINDOW = str(WINDOW_US)
@@ -65,7 +65,8 @@ def encode(offset: int, event: Event) -> Row:
     if isinstance(event, TokensReserved):
         t = to_us(event.occurred_at)
         rid = str(event.request_id)
-        return ["R", offset, event.tenant_id, rid, t, event.tokens, month_start(t), day_start(t)]
+        month, month_end = month_bounds(t)
+        return ["R", offset, event.tenant_id, rid, t, event.tokens, month, month_end, day_start(t)]
     if isinstance(event, ReservationSettled):
         t = to_us(event.occurred_at)
         actual = event.prompt_tokens + event.completion_tokens
@@ -157,7 +158,7 @@ class QuotaView:
         )
         window = []
         for record in r_raw.values():
-            t, _, counted, _ = _str(record).split("|", 3)
+            t, _, counted, _ = _str(record).split("|")
             window.append((int(t), int(counted)))
         return make_tenant_quota(
             tenant_id,

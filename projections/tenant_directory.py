@@ -43,9 +43,9 @@ local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
 local applied = 0
 for _, f in ipairs(cjson.decode(ARGV[4])) do
   if f[2] > pos then
-    applied = applied + 1
     local tid = f[3]
     if redis.call('SADD', P .. 'e:' .. tid, f[4]) == 1 then
+      applied = applied + 1
       local tk = P .. 't:' .. tid
       if f[1] == 'T' then
         local old = redis.call('HGET', tk, 'key')
@@ -105,7 +105,8 @@ class TenantDirectory:
         self, stream: str, items: Sequence[tuple[int, Event]], last: int | None = None
     ) -> int:
         """Apply ``(offset, event)`` pairs of ``stream`` (offsets increasing) and move the
-        stream's position to ``last`` (default: the last item's offset); how many were new."""
+        stream's position to ``last`` (default: the last item's offset); how many tenant events
+        changed the directory (not those at or below the position, nor duplicates)."""
         for (a, _), (b, _) in itertools.pairwise(items):
             if b <= a:
                 raise ValueError(f"offsets must increase: {a} then {b}")

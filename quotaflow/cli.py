@@ -41,9 +41,19 @@ def run(
     ] = "pg",
 ) -> None:
     """Run agents until SIGTERM/SIGINT, then drain in-flight work and stop."""
+    from quotaflow.observability.config import ObservabilitySettings
+    from quotaflow.observability.server import start_metrics_server, watched
+
     logs.configure()
     settings = Settings()
-    asyncio.run(_run(settings, factory, agents, owner))
+    observability = ObservabilitySettings()
+    # /metrics, /healthz, /readyz on QUOTAFLOW_METRICS_PORT (default 9100; 0: off)
+    metrics = start_metrics_server(observability.metrics_port, observability.metrics_host)
+    try:
+        asyncio.run(watched(metrics, _run(settings, factory, agents, owner)))
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 async def _run(settings: Settings, factory: str, agents: list[str], owner: str) -> None:

@@ -32,6 +32,7 @@ def event_log(settings: Settings, name: str = "quotaflow") -> EventLog:
 def build_app(settings: Settings) -> App:
     """The quotaflow app with every agent registered."""
     from streams.agents.billing import BillingStore, register_billing
+    from streams.agents.inference import register_inference
     from streams.agents.quota import register_quota
     from streams.agents.quota_view import QuotaViewStore, register_quota_view
     from streams.agents.request_results import ResultsStore, register_request_results

@@ -10,6 +10,9 @@ import pytest
 
 from quotaflow.settings import Settings
 from streams.rabbit_log import RabbitEventLog
+from tests.triton_server import triton_server
+
+__all__ = ["triton_server"]  # one tritonserver per session, shared by every test package
 
 RUN_ID = uuid.uuid4().hex[:8]
 

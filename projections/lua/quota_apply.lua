@@ -1,7 +1,7 @@
 -- Apply a batch of events of one stream to the quota view, and the stream position, atomically.
 -- ARGV: prefix, stream, last offset of the batch, window (µs), then the batch: a JSON array
 -- with one array per event (see quota_view.encode; times in µs, month/day by their start):
---   R off tenant rid t tokens month day   TokensReserved
+--   R off tenant rid t tokens month month_end day   TokensReserved
 --   S off tenant rid t charged            ReservationSettled
 --   L off tenant rid t                    ReservationReleased / ReservationExpired
 --   J off tenant t                        RequestRejected (not unknown_tenant)
@@ -14,22 +14,26 @@ local last = tonumber(ARGV[3])
 local W = tonumber(ARGV[4])
 local POS = P .. 'pos'
 local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
-local CHUNK = 4000
+local CHUNK = 1000
 
-local NUMERIC = {'budget', 'tpm', 'rpm', 'maxc', 'ttl', 'pt', 'now', 'mk', 'um', 'rm', 'dk', 'ud',
-                 'rd', 'openn', 'opent', 'rej'}
+local DAY = 86400000000
+local NUMERIC = {'budget', 'tpm', 'rpm', 'maxc', 'ttl', 'pt', 'now', 'mk', 'mke', 'um', 'rm',
+                 'dk', 'ud', 'rd', 'openn', 'opent', 'rej'}
 
-local function fmt(x) return string.format('%.0f', x) end
+-- integers print exactly: %.14g (tostring) up to 1e14, %.0f beyond (times in µs)
+local function fmt(x)
+  if x < 1e14 and x > -1e14 then return tostring(x) end
+  return string.format('%.0f', x)
+end
 
+-- a reservation record: "admitted at (µs)|tokens|tokens counted in the window|open (1/0)"
 local function parse(v)
-  local t, tok, cnt, mk, dk, op = string.match(v, '^(%-?%d+)|(%d+)|(%d+)|(%-?%d+)|(%-?%d+)|(%d)$')
-  return {t = tonumber(t), tok = tonumber(tok), cnt = tonumber(cnt), mk = tonumber(mk),
-          dk = tonumber(dk), open = op == '1'}
+  local t, tok, cnt, op = string.match(v, '^(%-?%d+)|(%d+)|(%d+)|(%d)$')
+  return {t = tonumber(t), tok = tonumber(tok), cnt = tonumber(cnt), open = op == '1'}
 end
 
 local function unparse(r)
-  return fmt(r.t) .. '|' .. fmt(r.tok) .. '|' .. fmt(r.cnt) .. '|' .. fmt(r.mk) .. '|' ..
-         fmt(r.dk) .. '|' .. (r.open and '1' or '0')
+  return fmt(r.t) .. '|' .. fmt(r.tok) .. '|' .. fmt(r.cnt) .. (r.open and '|1' or '|0')
 end
 
 -- calls a command with a fixed head and a long list of arguments, in chunks
@@ -62,8 +66,8 @@ local tenants, order, recs, dirty, added = {}, {}, {}, {}, {}
 local function tenant(tid)
   local q = tenants[tid]
   if q then return q end
-  q = {pt = -1, now = -1, mk = -1, um = 0, rm = 0, dk = -1, ud = 0, rd = 0, openn = 0, opent = 0,
-       rej = 0}
+  q = {pt = -1, now = -1, mk = -1, mke = -1, um = 0, rm = 0, dk = -1, ud = 0, rd = 0, openn = 0,
+       opent = 0, rej = 0}
   local raw = redis.call('HGETALL', P .. 'q:' .. tid)
   q.new = #raw == 0
   for j = 1, #raw, 2 do
@@ -94,16 +98,16 @@ for _, f in ipairs(events) do
   local kind, tid = f[1], f[3]
   local q = tenant(tid)
   if kind == 'R' then
-    local rid, t, tok, mk, dk = f[4], f[5], f[6], f[7], f[8]
+    local rid, t, tok, mk, dk = f[4], f[5], f[6], f[7], f[9]
     advance(q, t)
     if not recs[tid][rid] then
-      if mk > q.mk then q.mk = mk; q.um = 0; q.rm = 0 end
+      if mk > q.mk then q.mk = mk; q.mke = f[8]; q.um = 0; q.rm = 0 end
       if mk == q.mk then q.rm = q.rm + tok end
       if dk > q.dk then q.dk = dk; q.ud = 0; q.rd = 0 end
       if dk == q.dk then q.rd = q.rd + tok end
       q.openn = q.openn + 1
       q.opent = q.opent + tok
-      recs[tid][rid] = {t = t, tok = tok, cnt = tok, mk = mk, dk = dk, open = true}
+      recs[tid][rid] = {t = t, tok = tok, cnt = tok, open = true}
       dirty[tid][rid] = true
       added[tid][rid] = true
     end
@@ -114,8 +118,9 @@ for _, f in ipairs(events) do
     if r and r.open then
       local charged = 0
       if kind == 'S' then charged = math.min(f[6], r.tok) end
-      if r.mk == q.mk then q.um = q.um + charged; q.rm = q.rm - r.tok end
-      if r.dk == q.dk then q.ud = q.ud + charged; q.rd = q.rd - r.tok end
+      -- charged to the period of the reservation: counted only if that is the latest one
+      if r.t >= q.mk and r.t < q.mke then q.um = q.um + charged; q.rm = q.rm - r.tok end
+      if r.t >= q.dk and r.t < q.dk + DAY then q.ud = q.ud + charged; q.rd = q.rd - r.tok end
       q.openn = q.openn - 1
       q.opent = q.opent - r.tok
       r.cnt = charged
@@ -169,7 +174,7 @@ for _, tid in ipairs(order) do
         local chunk = {unpack(old, s, math.min(s + CHUNK - 1, #old))}
         local values = redis.call('HMGET', rk, unpack(chunk))
         for j = 1, #chunk do
-          if values[j] and not parse(values[j]).open then closed[#closed + 1] = chunk[j] end
+          if values[j] and string.byte(values[j], -1) == 48 then closed[#closed + 1] = chunk[j] end
         end
       end
       bulk('HDEL', rk, closed, 1)

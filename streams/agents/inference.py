@@ -159,23 +159,19 @@ async def serve(
 ) -> list[Outcome]:
     """Every reservation's outcome, in input order; calls start in :func:`dispatch_order`."""
     tasks: dict[int, asyncio.Task[Outcome]] = {}
+    for i in dispatch_order(reservations):
+        r = reservations[i]
+        call = call_model(
+            client, r.spec, request_id=str(r.request_id), slots=slots, policy=policy, rng=rng
+        )
+        tasks[i] = asyncio.create_task(call)
     try:
-        for i in dispatch_order(reservations):
-            r = reservations[i]
-            tasks[i] = asyncio.create_task(
-                call_model(
-                    client,
-                    r.spec,
-                    request_id=str(r.request_id),
-                    slots=slots,
-                    policy=policy,
-                    rng=rng,
-                )
-            )
         await asyncio.gather(*tasks.values())
-    finally:
+    except BaseException:  # cancelled (the worker stops) or a bug: leave no call running
         for task in tasks.values():
             task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        raise
     return [tasks[i].result() for i in range(len(reservations))]
 
 

@@ -33,10 +33,16 @@ INPUTS = (
 )
 
 
-def register_quota(app: App, name: str = "quota") -> None:
+#: How often an idle partition's event time advances (reservations expire on the next event).
+TICK_S = 10.0
+
+
+def register_quota(app: App, name: str = "quota", tick_s: float | None = TICK_S) -> None:
     decisions = app.topic(app.topology.quota)
 
-    @app.agent(app.topic(app.topology.requests), accepts=INPUTS, ack=Ack.REPLAY, name=name)
+    @app.agent(
+        app.topic(app.topology.requests), accepts=INPUTS, ack=Ack.REPLAY, name=name, tick_s=tick_s
+    )
     async def quota(stream: Stream) -> None:
         state = QuotaState()
         async for event in stream:

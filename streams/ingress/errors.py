@@ -13,11 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from streams.log import LogError
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +136,7 @@ async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     first = fields[0] if fields else {"field": "", "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
-    return error_response(
-        422, "invalid_request", f"{where}{first['message']}", {"fields": fields}
-    )
+    return error_response(422, "invalid_request", f"{where}{first['message']}", {"fields": fields})
 
 
 async def _http(request: Request, exc: Exception) -> OrjsonResponse:
@@ -149,6 +152,27 @@ async def _api(request: Request, exc: Exception) -> OrjsonResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+async def _unavailable(request: Request, exc: Exception) -> OrjsonResponse:
+    log.warning("%s %s: a backing service failed: %r", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "service_unavailable",
+        "a backing service is unavailable; retry later",
+        headers={"Retry-After": "1"},
+    )
+
+
+#: Failures of the services behind the API (not of the client): a 503.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisError,
+    psycopg.Error,
+    PoolTimeout,
+    LogError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
     log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
     return error_response(500, "internal", "internal error")
@@ -158,4 +182,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ApiError, _api)
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

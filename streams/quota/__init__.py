@@ -6,17 +6,14 @@ them over a partition's inputs, :func:`fold` evolves over a log that holds the d
 """
 
 from streams.quota.decide import decide, replay
+from streams.quota.readmodel import PeriodCounters, TenantQuota, make_tenant_quota, tenant_quota
 from streams.quota.state import (
     DEFAULT_DEDUP_HORIZON_S,
-    PeriodCounters,
     QuotaState,
     Reservation,
-    TenantQuota,
     TenantState,
     evolve,
     fold,
-    make_tenant_quota,
-    tenant_quota,
 )
 from streams.quota.timeline import WINDOW_S, WINDOW_US
 

@@ -24,11 +24,28 @@ Semantics (see the tests in ``tests/quota`` for each):
   what is known now (budget: start of the next period; tpm/rpm: when enough admissions
   leave the window; concurrency: when the first open reservation would expire), ``None``
   when the request can never fit (more tokens than the budget or the tpm).
+* Rate windows slide over event time: at ``now`` they hold the admissions of the tenant
+  with ``now - 60 s < admitted_at <= now`` (:mod:`streams.quota.timeline`). rpm counts those
+  admissions whatever became of them; tpm sums what each counts: its reserved tokens while
+  open, the charged tokens once settled, 0 once released or expired (the window counts
+  what the budget counts). A request is admitted iff ``window + requested <= limit``.
+* Budget: ``used + reserved + requested <= token_budget`` over the current UTC month or
+  day. A reservation counts against the period it was made in; settling it after the
+  boundary charges that (old) period and leaves the new one alone. Both day and month
+  counters are kept, so changing ``period`` counts exactly what the new period holds.
+  Lowering a budget below what is used leaves ``remaining`` at 0; nothing is revoked.
 * Over-usage: a completion reporting more tokens than reserved is charged the reserved
   amount (prompt first, then completion, clamped): the settled prompt/completion tokens are
-  what was charged, the InferenceCompleted (``causation_id``) keeps what was reported.
-* Completion/failure of a request with no open reservation (unknown, closed, expired) and
-  a request id decided or closed within ``dedup_horizon_s``: no decision.
+  what was charged, the InferenceCompleted (``causation_id``) keeps what was reported, so
+  an audit sees both.
+* Expiry: a reservation is open while ``now < expires_at``; a completion at or after that
+  finds it expired (its tokens went back) and is not charged: no decision.
+* Idempotence: a request id is remembered while its reservation is open and for
+  ``dedup_horizon_s`` (default 600 s, 1 s granularity) of event time after it was decided or
+  closed; a second InferenceRequested with a remembered id gets no decision. Results for a
+  request with no open reservation (unknown, settled, released, expired) get none either,
+  whenever they come. A policy event is applied once per event id. Memory of recent ids:
+  one dict entry per request decided or closed in the horizon.
 """
 
 from __future__ import annotations

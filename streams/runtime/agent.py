@@ -46,6 +46,9 @@ class AgentSpec:
     ack: Ack
     positions: PositionsFn | None = None
     batch: int = 1000
+    #: Append a ClockTicked to each owned input partition this often (event time for idle
+    #: partitions, so that e.g. reservations expire without other traffic).
+    tick_s: float | None = None
 
     def __post_init__(self) -> None:
         counts = {t.partitions for t in self.inputs}

@@ -91,6 +91,7 @@ class App:
         positions: PositionsFn | None = None,
         batch: int = 1000,
         name: str | None = None,
+        tick_s: float | None = None,
     ) -> Callable[[AgentFn], AgentFn]:
         """Register ``fn(stream)`` as an agent over ``topics`` (one instance per partition)."""
         inputs = tuple(t.topic if isinstance(t, AppTopic) else t for t in topics)
@@ -105,7 +106,7 @@ class App:
             if agent_name in self.agents:
                 raise ValueError(f"agent {agent_name} is registered already")
             self.agents[agent_name] = AgentSpec(
-                agent_name, fn, inputs, accepted, ack, positions, batch
+                agent_name, fn, inputs, accepted, ack, positions, batch, tick_s
             )
             return fn
 

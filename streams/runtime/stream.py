@@ -1,15 +1,16 @@
 """The stream an agent iterates: events one at a time, or in batches with ``take``.
 
-Acknowledgement is implicit and Faust-like: when the agent asks for more input and nothing
-is buffered, everything delivered so far has been processed, so the runtime first flushes
-the agent's outputs (and waits for the broker's confirms), then commits the positions.
+Acknowledgement is implicit and Faust-like: when the agent asks for more input, everything
+delivered so far has been processed, so the runtime flushes the agent's outputs and, once the
+broker confirms them, commits the positions up to the first record not yet handed out. One
+event at a time, this happens when the buffer runs dry; with ``take``, at every batch.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,8 +56,9 @@ class Source(Protocol):
     async def next_chunk(self, timeout: float | None) -> list[Delivery] | None:
         """Decoded deliveries; ``None`` on timeout; raises StopAsyncIteration when stopping."""
 
-    async def flush(self) -> None:
-        """Make the outputs of everything delivered so far durable, then commit positions."""
+    async def flush(self, buffered: Sequence[Delivery] = ()) -> None:
+        """Make the outputs of everything delivered so far durable, then commit positions
+        up to (not including) the ``buffered`` deliveries not yet handed to the agent."""
 
 
 class Stream:
@@ -73,6 +75,11 @@ class Stream:
         if self._batch is not None:
             return self._batch
         return [] if self.current is None else [self.current]
+
+    @property
+    def buffered(self) -> list[Delivery]:
+        """Deliveries read from the log but not yet handed to the agent."""
+        return list(self._buffer)
 
     @property
     def partition(self) -> int:
@@ -120,6 +127,11 @@ class Stream:
         while True:
             items: list[Delivery] = []
             deadline = 0.0
+            self.current = self._batch = None
+            if self._buffer:
+                # the previous batch is processed: make it durable even though more input
+                # is already buffered (a backlog must not hold results back)
+                await self._source.flush(self._buffer)
             limit = 1 if self._source.isolating else max_count
             try:
                 while len(items) < limit:
@@ -129,7 +141,6 @@ class Stream:
                             if remaining <= 0 or not await self._fill(remaining):
                                 break
                             continue
-                        self.current = self._batch = None
                         await self._source.flush()
                         await self._fill(None)
                         deadline = time.monotonic() + within

@@ -39,10 +39,12 @@ import contextvars
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from events import DecodeError, decode, encode
+from events import ClockTicked, DecodeError, decode, encode
 from events.base import Event
+from events.model import SYSTEM_TENANT
 from streams.log import Position, Record, read_until_tail
 from streams.runtime import metrics
 from streams.runtime.agent import Ack, AgentSpec
@@ -103,6 +105,31 @@ class PartitionWorker:
         self._stopping.set()
 
     async def run(self) -> None:
+        ticker = asyncio.create_task(self._tick()) if self.spec.tick_s else None
+        try:
+            await self._run_forever()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+
+    async def _tick(self) -> None:
+        """Append a ClockTicked to the first input partition every ``tick_s`` seconds."""
+        assert self.spec.tick_s is not None
+        stream = self.spec.inputs[0].stream(self.partition)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.spec.tick_s)
+            if self._stopping.is_set():
+                return
+            tick = ClockTicked(tenant_id=SYSTEM_TENANT, partition=self.partition)
+            try:
+                await self.app.log.append(stream, [encode(tick)])
+            except Exception as exc:  # a missed tick only delays expiry until the next one
+                log.warning("%s: clock tick not appended (%r)", stream, exc)
+
+    async def _run_forever(self) -> None:
         delay = 0.2
         while not self._stopping.is_set():
             try:
@@ -160,7 +187,7 @@ class PartitionWorker:
                 return
             exc = agent.exception()
             if exc is None:
-                await self.flush(final=True)
+                await self.flush(stream.buffered, final=True)
                 return
             await self._agent_failed(exc)
         finally:
@@ -277,7 +304,7 @@ class PartitionWorker:
         pid = ((delivery.offset + 1) << 16) | n
         self._pending[(publisher, out_stream)].append((pid, encode(event)))
 
-    async def flush(self, final: bool = False) -> None:
+    async def flush(self, buffered: Sequence[Delivery] = (), final: bool = False) -> None:
         """Send pending outputs; once the broker confirms them, commit input positions.
 
         Up to ``_MAX_INFLIGHT`` flushes wait for confirms while the agent goes on with the
@@ -292,8 +319,16 @@ class PartitionWorker:
                 if future is not None:
                     futures.append(future)
         self._per_cause.clear()
-        self._causes.clear()
-        self._inflight.append((futures, dict(self._pulled), time.perf_counter()))
+        positions = dict(self._pulled)
+        if buffered:
+            # not handed out yet: commit only up to the first buffered record of each stream
+            for d in buffered:
+                if d.offset - 1 < positions[d.stream]:
+                    positions[d.stream] = d.offset - 1
+            self._causes = {id(d.event): d for d in buffered}
+        else:
+            self._causes.clear()
+        self._inflight.append((futures, positions, time.perf_counter()))
         while self._inflight and (
             final
             or len(self._inflight) > _MAX_INFLIGHT

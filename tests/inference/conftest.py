@@ -1,5 +1,5 @@
-"""Fixtures of the inference tests: the session's real tritonserver (shared with
-``tests/triton``) and a fresh topology on the real RabbitMQ."""
+"""Fixtures of the inference tests: a fresh topology on the real RabbitMQ (the session's
+tritonserver comes from ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import pytest
 from streams.rabbit_log import RabbitEventLog
 from streams.runtime.app import App
 from streams.topics import Topology
-from tests.triton.conftest import triton_server
-
-__all__ = ["triton_server"]
 
 
 @pytest.fixture
