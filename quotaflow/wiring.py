@@ -44,6 +44,7 @@ def build_app(settings: Settings) -> App:
     register_billing(app, BillingStore(settings.postgres_dsn, settings.billing_schema))
     register_tenant_directory(app, DirectoryStore(settings.redis_url, settings.redis_prefix))
     register_request_results(app, ResultsStore(settings.redis_url, settings.redis_prefix))
+    register_inference(app, settings)
     return app
 
 
