@@ -14,6 +14,7 @@ import pytest
 
 from events import encode
 from quotaflow.settings import Settings
+from streams.log import Position, read_until_tail
 from streams.rabbit_log import RabbitEventLog
 from streams.runtime.app import App
 from streams.runtime.ownership import lock_key
@@ -151,3 +152,45 @@ async def test_a_killed_replica_s_partitions_are_taken_over(
         for topic in topo.all:
             for stream in topic.streams:
                 await rabbit_log.delete_stream(stream)
+
+
+async def test_a_poison_record_is_dead_lettered_and_the_agent_keeps_going(
+    rabbit_log: RabbitEventLog, topology: Topology
+) -> None:
+    from streams.agents.passthrough import register_passthrough
+    from streams.runtime.deadletter import DeadLetter
+    from tests.runtime.helpers import run_until
+
+    app = App("poison", rabbit_log, topology=topology)
+    register_passthrough(app, app.topic(topology.requests), app.topic(topology.quota))
+    stream = topology.requests.stream(0)
+    good = [
+        e for e in requests(40, tenants=50) if topology.requests.stream_for(e.tenant_id) == stream
+    ]
+    await rabbit_log.append(stream, [encode(e) for e in good[:3]])
+    await rabbit_log.append(stream, [b"\xff\x00 not an event"])
+    await rabbit_log.append(stream, [encode(e) for e in good[3:]])
+    seen: list[int] = [0]
+
+    async def progress() -> None:
+        while seen[0] < len(good):
+            seen[0] = await output_count(rabbit_log, topology)
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(progress())
+    await run_until(app, ["passthrough"], lambda: seen[0] >= len(good), timeout=60)
+    await watcher
+    out = await read_all(rabbit_log, topology.quota.streams)
+    assert [e.event_id for e in out] == [e.event_id for e in good]
+    letters: list[DeadLetter] = []
+    async for batch in read_until_tail(rabbit_log, topology.deadletter.stream(0), Position.first()):
+        letters.extend(DeadLetter.decode(r.data) for r in batch)
+    assert len(letters) == 1
+    assert (letters[0].agent, letters[0].stream, letters[0].kind) == (
+        "passthrough",
+        stream,
+        "decode",
+    )
+    assert letters[0].offset == 3
+    assert letters[0].data == b"\xff\x00 not an event"
+    assert "not JSON" in letters[0].error
