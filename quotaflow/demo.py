@@ -135,13 +135,13 @@ async def main(keep: bool, echo_requests: int) -> None:
             log_path=Path("var/demo-triton.log"),
         )
     app = build_app(settings)
+    await app.create_streams()
     stop = asyncio.Event()
     runner = AgentRunner(app, sorted(app.agents), StaticOwnership(), interval=0.2)
     agents = asyncio.create_task(runner.run(stop))
     console.print(f"agents running: {', '.join(sorted(app.agents))}")
     requests_topic = app.topic(app.topology.requests)
     try:
-        await app.create_streams()
         tenants = {
             "acme": tenant("acme", QuotaPolicy(token_budget=2_000_000, tokens_per_minute=500_000)),
             "globex": tenant("globex", QuotaPolicy(token_budget=1_000_000, requests_per_minute=60)),
@@ -154,16 +154,16 @@ async def main(keep: bool, echo_requests: int) -> None:
             PriceSet(
                 tenant_id=SYSTEM_TENANT,
                 model="smollm2",
-                prompt_per_1k=Decimal("0.0002"),
-                completion_per_1k=Decimal("0.0006"),
+                prompt_per_1k=Decimal("0.50"),
+                completion_per_1k=Decimal("1.50"),
             )
         )
         await catalog.send(
             PriceSet(
                 tenant_id=SYSTEM_TENANT,
                 model="echo",
-                prompt_per_1k=Decimal("0.00001"),
-                completion_per_1k=Decimal("0.00002"),
+                prompt_per_1k=Decimal("0.10"),
+                completion_per_1k=Decimal("0.20"),
             )
         )
         console.print(

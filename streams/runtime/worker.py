@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Literal
 from events import ClockTicked, DecodeError, decode, encode
 from events.base import Event
 from events.model import SYSTEM_TENANT
-from streams.log import Position, Record, read_until_tail
+from streams.log import Position, Record, StreamNotFound, read_until_tail
 from streams.runtime import metrics
 from streams.runtime.agent import Ack, AgentSpec
 from streams.runtime.deadletter import DeadLetter
@@ -142,7 +142,11 @@ class PartitionWorker:
                 continue
             except Exception as exc:
                 self.restarts += 1
-                kind = "retryable" if is_retryable(exc) else "runtime"
+                kind = (
+                    "retryable"
+                    if is_retryable(exc) or isinstance(exc, StreamNotFound)
+                    else "runtime"
+                )
                 metrics.ERRORS.labels(*self._labels, kind).inc()
                 log.warning(
                     "agent %s[%s] failed (%r); restarting in %.1fs",
