@@ -11,7 +11,7 @@ import pytest
 
 from quotaflow.triton.server import TritonHandle, TritonOptions, free_port, start_triton
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO_ROOT / "triton_models"
 
 
