@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from quotaflow import logs
+from quotaflow.replay_cli import ops_cli
 from quotaflow.settings import Settings
 from quotaflow.wiring import load_factory, ownership
 
@@ -23,6 +24,7 @@ streams_cli = typer.Typer(help="The event log's streams.", no_args_is_help=True)
 events_cli = typer.Typer(help="The event model.", no_args_is_help=True)
 cli.add_typer(streams_cli, name="streams")
 cli.add_typer(events_cli, name="events")
+cli.add_typer(ops_cli)  # `replay quota|billing` and `audit` (quotaflow/replay_cli.py)
 
 FactoryOpt = Annotated[
     str, typer.Option(help="module:function building the App (default: every quotaflow agent)")
@@ -42,10 +44,12 @@ def run(
 ) -> None:
     """Run agents until SIGTERM/SIGINT, then drain in-flight work and stop."""
     from quotaflow.observability.config import ObservabilitySettings
+    from quotaflow.observability.logconfig import configure_logging
     from quotaflow.observability.server import start_metrics_server, watched
 
-    logs.configure()
     settings = Settings()
+    # structured JSON lines (QUOTAFLOW_LOG_FORMAT=console for people); keys are redacted
+    configure_logging(secrets=[settings.admin_key.get_secret_value()])
     observability = ObservabilitySettings()
     # /metrics, /healthz, /readyz on QUOTAFLOW_METRICS_PORT (default 9100; 0: off)
     metrics = start_metrics_server(observability.metrics_port, observability.metrics_host)
@@ -185,6 +189,28 @@ def streams_status(factory: FactoryOpt = "quotaflow.wiring:build_app") -> None:
         console.print(table)
 
     asyncio.run(go())
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: QUOTAFLOW_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: QUOTAFLOW_HTTP_PORT (8080)")] = None,
+    access_log: Annotated[bool, typer.Option(help="log each request (never its key)")] = False,
+) -> None:
+    """Serve the HTTP API with uvicorn (one process per replica) until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from streams.ingress import IngressSettings, create_app
+
+    logs.configure()
+    settings = IngressSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        access_log=access_log,
+        log_config=None,
+    )
 
 
 @events_cli.command("schema")

@@ -78,6 +78,9 @@ def chat(spec: RequestSpec) -> list[ChatMessage] | None:
     return [ChatMessage(role=m.role, content=m.content) for m in spec.messages]
 
 
+from quotaflow.observability.triton_calls import time_triton_call  # noqa: E402
+
+
 class TritonModelClient:
     """One gRPC channel to Triton, opened on first use inside the running event loop."""
 
@@ -101,16 +104,17 @@ class TritonModelClient:
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
         )
-        try:
-            result = await self._connected().infer(
-                spec.model,
-                inputs,
-                outputs=requested_outputs(),
-                request_id=request_id,
-                client_timeout=timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise classify(exc.status(), str(exc.message())) from exc
+        with time_triton_call(spec.model):
+            try:
+                result = await self._connected().infer(
+                    spec.model,
+                    inputs,
+                    outputs=requested_outputs(),
+                    request_id=request_id,
+                    client_timeout=timeout_s,
+                )
+            except InferenceServerException as exc:
+                raise classify(exc.status(), str(exc.message())) from exc
         try:
             completion = completion_from(result)
             response = result.get_response()

@@ -21,6 +21,7 @@ from events import (
 )
 from events.base import Event
 from projections.quota_view import QuotaView
+from quotaflow.observability.tokens import observe_decisions
 from streams.runtime import Ack, App, Stream
 
 INPUTS = (
@@ -81,5 +82,8 @@ def register_quota_view(app: App, store: QuotaViewStore, name: str = "quota-view
                 per_stream.setdefault(d.stream, []).append((d.offset, d.event))
             for name_, items in per_stream.items():
                 await view.apply(name_, items)
+            # tokens reserved/settled/released per tenant (what KEDA scales inference on);
+            # counted here, not in the quota agent, which replays its history at every start
+            observe_decisions(batch)
 
     app.on_close(store.close)

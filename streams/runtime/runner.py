@@ -82,6 +82,9 @@ class AgentRunner:
             task.cancel()
         except Exception:
             log.exception("%s[%d] stopped with an error", agent, partition)
+        for stream in worker.spec.input_streams(partition):  # no stale series after a handover
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(agent, str(partition), stream)
         if release:
             await self.ownership.release(agent, partition)
         log.info("%s: gave up partition %d", agent, partition)
