@@ -7,7 +7,8 @@ positions exactly as the live one does.
 **The swap** (blue/green) is one Lua script (:data:`SWAP_LUA`), atomic with respect to the
 live agent's own scripts: it compares the positions, and only when the scratch view is at or
 past the live view in *every* stream the live view has a position for, it deletes the live
-keys and renames every scratch key to its live name (``RENAME`` moves a key in O(1)). The
+keys and renames every scratch key to its live name (``RENAME`` moves a key in O(1): the
+view is a handful of hashes plus one window sorted set per tenant). The
 live agent's next apply then reads the scratch view's positions and skips whatever it has
 (the script skips events at or below the stored position), so the agent continues from where
 the rebuild stopped and no event that arrived during the rebuild is lost or applied twice.
@@ -34,7 +35,7 @@ from streams.agents.quota_view import INPUTS
 from streams.topics import Topology
 
 #: The names a view prefix is followed by (see projections.quota_view).
-_KEY_KINDS = ("q", "r", "w", "pe")
+_KEY_KINDS = ("pos", "q", "r", "pe", "w", "tenants")
 _TYPES = frozenset(str(cls.model_fields["type"].default) for cls in INPUTS)
 
 #: An event the view's script ignores: appended to a chunk whose last records were filtered
@@ -48,6 +49,7 @@ POSITION_ONLY = ClockTicked(
 
 SWAP_LUA = """
 -- ARGV: live prefix, scratch prefix. Returns {1, tenants moved} or {0, {stream, live, scratch}...}
+-- The view's keys (see projections.quota_view): pos, q, r, pe, and w:{tenant} per tenant.
 local L, S = ARGV[1], ARGV[2]
 local live = redis.call('HGETALL', L .. 'pos')
 local lag = {}
@@ -58,22 +60,17 @@ for i = 1, #live, 2 do
   end
 end
 if #lag > 0 then return {0, lag} end
-local kinds = {'q:', 'r:', 'w:', 'pe:'}
-for _, tid in ipairs(redis.call('SMEMBERS', L .. 'tenants')) do
-  for _, k in ipairs(kinds) do redis.call('UNLINK', L .. k .. tid) end
+for _, tid in ipairs(redis.call('HKEYS', L .. 'q')) do redis.call('UNLINK', L .. 'w:' .. tid) end
+redis.call('UNLINK', L .. 'pos', L .. 'q', L .. 'r', L .. 'pe')
+local tenants = redis.call('HKEYS', S .. 'q')
+for _, tid in ipairs(tenants) do
+  local key = S .. 'w:' .. tid
+  if redis.call('EXISTS', key) == 1 then redis.call('RENAME', key, L .. 'w:' .. tid) end
 end
-redis.call('UNLINK', L .. 'tenants', L .. 'pos')
-local moved = 0
-for _, tid in ipairs(redis.call('SMEMBERS', S .. 'tenants')) do
-  for _, k in ipairs(kinds) do
-    if redis.call('EXISTS', S .. k .. tid) == 1 then redis.call('RENAME', S .. k .. tid, L .. k .. tid) end
-  end
-  moved = moved + 1
-end
-for _, k in ipairs({'tenants', 'pos'}) do
+for _, k in ipairs({'pos', 'q', 'r', 'pe'}) do
   if redis.call('EXISTS', S .. k) == 1 then redis.call('RENAME', S .. k, L .. k) end
 end
-return {1, moved}
+return {1, #tenants}
 """
 
 
@@ -82,7 +79,7 @@ def check_prefixes(live: str, scratch: str) -> None:
     if not scratch.endswith(":") or scratch == live:
         raise ValueError(f"scratch prefix {scratch!r} must end with ':' and differ from {live!r}")
     for a, b in ((live, scratch), (scratch, live)):
-        if b.startswith(a) and b[len(a) :].split(":", 1)[0] in (*_KEY_KINDS, "pos", "tenants"):
+        if b.startswith(a) and b[len(a) :].split(":", 1)[0] in _KEY_KINDS:
             raise ValueError(f"keys under {scratch!r} and {live!r} would overlap")
 
 
@@ -93,8 +90,8 @@ def scratch_prefix(name: str) -> str:
 class QuotaTarget:
     """The Redis quota view under a scratch prefix, rebuilt from ``requests`` and ``quota``."""
 
-    kind = "quota"
-    agents = ("quota-view",)
+    kind: str = "quota"
+    agents: tuple[str, ...] = ("quota-view",)
 
     def __init__(self, redis: Redis, topology: Topology, live: str, scratch: str) -> None:
         check_prefixes(live, scratch)

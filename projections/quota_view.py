@@ -11,16 +11,18 @@ the reservation), never by the order of arrival, so the result is the same.
 Keys (``prefix`` is configurable, so a replay can rebuild into a scratch prefix):
 
 * ``{prefix}pos`` hash stream -> last applied offset
-* ``{prefix}tenants`` set of tenant ids (what :meth:`QuotaView.clear` deletes)
-* ``{prefix}q:{tenant}`` hash: policy, counters of the latest day/month, open count/tokens,
-  rejections, event time
-* ``{prefix}r:{tenant}`` hash request id -> ``t|tokens|counted|open``: open reservations,
-  and closed ones still in the rate window
+* ``{prefix}q`` hash tenant -> its quota, ``|``-separated (see ``QUOTA_FIELDS``): policy,
+  used/reserved of the latest day and month, open count/tokens, rejections, event time
+* ``{prefix}r`` hash ``tenant:request id`` (32 hex digits) -> ``t|tokens|counted|open``:
+  open reservations, and closed ones still in their tenant's rate window
 * ``{prefix}w:{tenant}`` sorted set request id by admission time (µs): the rate window
-* ``{prefix}pe:{tenant}`` set of applied policy event ids (a duplicated one is skipped)
+* ``{prefix}pe`` set ``tenant:policy event id`` of applied policy events (a duplicate is
+  skipped)
 
-The read model is :class:`streams.quota.TenantQuota`, computed by the same function as the
-pure fold's, so the view and the fold agree value for value.
+One script call touches a fixed number of keys plus one sorted set per tenant that got new
+reservations or has window entries to drop, so a batch of many tenants costs little more
+than a batch of one. The read model is :class:`streams.quota.TenantQuota`, computed by the
+same function as the pure fold's, so the view and the fold agree value for value.
 """
 
 from __future__ import annotations
@@ -48,7 +50,31 @@ from events import (
 from streams.quota import PeriodCounters, TenantQuota, make_tenant_quota
 from streams.quota.timeline import WINDOW_US, day_start, month_bounds, to_us
 
-_APPLY = resources.files("projections").joinpath("lua/quota_apply.lua").read_text("utf-8")
+_LUA = resources.files("projections").joinpath("lua")
+_APPLY = _LUA.joinpath("quota_apply.lua").read_text("utf-8")
+_READ = _LUA.joinpath("quota_read.lua").read_text("utf-8")
+#: The fields of a tenant's quota, in the order the scripts store them.
+QUOTA_FIELDS = (
+    "budget",
+    "period",
+    "tpm",
+    "rpm",
+    "maxc",
+    "ttl",
+    "pt",
+    "now",
+    "mk",
+    "mke",
+    "um",
+    "rm",
+    "dk",
+    "ud",
+    "rd",
+    "openn",
+    "opent",
+    "rej",
+    "wmin",
+)
 _WINDOW = str(WINDOW_US)
 _CHUNK = 1_000
 
@@ -64,15 +90,15 @@ def encode(offset: int, event: Event) -> Row:
     """The script's row for one event (see ``lua/quota_apply.lua``)."""
     if isinstance(event, TokensReserved):
         t = to_us(event.occurred_at)
-        rid = str(event.request_id)
+        rid = event.request_id.hex
         month, month_end = month_bounds(t)
         return ["R", offset, event.tenant_id, rid, t, event.tokens, month, month_end, day_start(t)]
     if isinstance(event, ReservationSettled):
         t = to_us(event.occurred_at)
         actual = event.prompt_tokens + event.completion_tokens
-        return ["S", offset, event.tenant_id, str(event.request_id), t, actual]
+        return ["S", offset, event.tenant_id, event.request_id.hex, t, actual]
     if isinstance(event, ReservationReleased | ReservationExpired):
-        return ["L", offset, event.tenant_id, str(event.request_id), to_us(event.occurred_at)]
+        return ["L", offset, event.tenant_id, event.request_id.hex, to_us(event.occurred_at)]
     if isinstance(event, RequestRejected) and event.reason != "unknown_tenant":
         return ["J", offset, event.tenant_id, to_us(event.occurred_at)]
     if isinstance(event, TenantRegistered | QuotaPolicySet):
@@ -81,7 +107,7 @@ def encode(offset: int, event: Event) -> Row:
             "P",
             offset,
             event.tenant_id,
-            str(event.event_id),
+            event.event_id.hex,
             to_us(event.occurred_at),
             p.token_budget,
             p.period,
@@ -99,6 +125,7 @@ class QuotaView:
         self._prefix = prefix
         self._chunk = chunk
         self._script = redis.register_script(_APPLY)
+        self._read = redis.register_script(_READ)
 
     @property
     def prefix(self) -> str:
@@ -130,69 +157,67 @@ class QuotaView:
     async def tenant(self, tenant_id: str, at: datetime | None = None) -> TenantQuota | None:
         """The read model at ``at`` (default: the tenant's latest event time in the view).
 
-        ``at`` must not be earlier than that (older window entries are gone). ``None`` for a
-        tenant whose policy the view has not seen.
+        The default is deterministic (a replay reads the same); a live reading passes the
+        wall clock, so that windows of an idle tenant drain. ``at`` must not be earlier than
+        the tenant's latest event time (older window entries are gone). ``None`` for a tenant
+        whose policy the view has not seen.
         """
-        p = self._prefix
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(f"{p}q:{tenant_id}")
-            pipe.hgetall(f"{p}r:{tenant_id}")
-            q_raw, r_raw = await pipe.execute()
-        q = {_str(k): _str(v) for k, v in q_raw.items()}
-        if "budget" not in q:
+        # entries admitted after at - 60 s (all of the sorted set when reading at ``now``)
+        since = "-inf" if at is None else str(to_us(at) - WINDOW_US)
+        reply = await self._read(args=[self._prefix, tenant_id, since])
+        if not reply:
             return None
-        now, policy_time = int(q["now"]), int(q["pt"])
+        q = _quota(reply[0])
+        if q.get("budget") is None:
+            return None
+        now, policy_time = q["now"], q["pt"]
         at_us = (now if now >= 0 else policy_time) if at is None else to_us(at)
         if at_us < now:
             raise ValueError("the view has moved past the requested time")
         policy = QuotaPolicy(
-            token_budget=int(q["budget"]),
+            token_budget=q["budget"],
             period="day" if q["period"] == "day" else "month",
-            tokens_per_minute=int(q["tpm"]) or None,
-            requests_per_minute=int(q["rpm"]) or None,
-            max_concurrent=int(q["maxc"]) or None,
-            reservation_ttl_s=int(q["ttl"]),
+            tokens_per_minute=q["tpm"] or None,
+            requests_per_minute=q["rpm"] or None,
+            max_concurrent=q["maxc"] or None,
+            reservation_ttl_s=q["ttl"],
         )
-        counters = PeriodCounters(
-            int(q["mk"]), int(q["um"]), int(q["rm"]), int(q["dk"]), int(q["ud"]), int(q["rd"])
-        )
+        counters = PeriodCounters(q["mk"], q["um"], q["rm"], q["dk"], q["ud"], q["rd"])
         window = []
-        for record in r_raw.values():
-            t, _, counted, _ = _str(record).split("|")
-            window.append((int(t), int(counted)))
+        for record in reply[1:]:
+            if record is not None:
+                t, _, counted, _ = _str(record).split("|")
+                window.append((int(t), int(counted)))
         return make_tenant_quota(
-            tenant_id,
-            policy,
-            at_us,
-            counters,
-            window,
-            int(q["openn"]),
-            int(q["opent"]),
-            int(q["rej"]),
+            tenant_id, policy, at_us, counters, window, q["openn"], q["opent"], q["rej"]
         )
 
     async def tenant_ids(self) -> list[str]:
-        members = await self._redis.smembers(self._prefix + "tenants")
-        return sorted(_str(m) for m in members)
+        return sorted(_str(t) for t in await self._redis.hkeys(self._prefix + "q"))
 
     async def snapshot(self) -> dict[str, Any]:
         """The whole view as plain data (for comparing two views)."""
         p = self._prefix
-        positions = await self._redis.hgetall(p + "pos")
-        tenants: dict[str, Any] = {}
-        for tid in await self.tenant_ids():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(f"{p}q:{tid}")
-                pipe.hgetall(f"{p}r:{tid}")
-                pipe.zrange(f"{p}w:{tid}", 0, -1, withscores=True)
-                pipe.smembers(f"{p}pe:{tid}")
-                q, r, w, pe = await pipe.execute()
-            tenants[tid] = {
-                "quota": {_str(k): _str(v) for k, v in q.items()},
-                "reservations": {_str(k): _str(v) for k, v in r.items()},
-                "window": {_str(m): int(s) for m, s in w},
-                "policy_events": sorted(_str(m) for m in pe),
-            }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(p + "pos")
+            pipe.hgetall(p + "q")
+            pipe.hgetall(p + "r")
+            pipe.smembers(p + "pe")
+            positions, quotas, records, policy_events = await pipe.execute()
+        tenants: dict[str, Any] = {
+            _str(t): {"quota": _quota(v), "reservations": {}, "policy_events": []}
+            for t, v in quotas.items()
+        }
+        for key, record in records.items():
+            tenant, rid = _str(key).split(":")
+            tenants[tenant]["reservations"][rid] = _str(record)
+        for member in policy_events:
+            tenant, event_id = _str(member).split(":")
+            tenants[tenant]["policy_events"].append(event_id)
+        for tenant, data in tenants.items():
+            data["policy_events"].sort()
+            window: list[Any] = await self._redis.zrange(f"{p}w:{tenant}", 0, -1, withscores=True)
+            data["window"] = {_str(m): int(s) for m, s in window}
         return {
             "positions": {_str(k): int(v) for k, v in positions.items()},
             "tenants": tenants,
@@ -201,9 +226,16 @@ class QuotaView:
     async def clear(self) -> None:
         """Delete this view (only keys under its own prefix)."""
         p = self._prefix
-        keys = [p + "pos"]
-        for tid in await self.tenant_ids():
-            keys += (f"{p}q:{tid}", f"{p}r:{tid}", f"{p}w:{tid}", f"{p}pe:{tid}")
+        keys = [f"{p}w:{tenant}" for tenant in await self.tenant_ids()]
+        keys += (p + "pos", p + "r", p + "pe", p + "q")
         for start in range(0, len(keys), 500):
             await self._redis.unlink(*keys[start : start + 500])
-        await self._redis.unlink(p + "tenants")
+
+
+def _quota(raw: Any) -> dict[str, Any]:
+    """A tenant's quota fields (numbers; ``period`` a string; None where unset)."""
+    values = _str(raw).split("|")
+    return {
+        name: (value if name == "period" else int(value)) if value != "" else None
+        for name, value in zip(QUOTA_FIELDS, values, strict=True)
+    }

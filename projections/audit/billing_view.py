@@ -9,7 +9,7 @@ read the API serves, inside the same snapshot. The expected content comes from
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -18,9 +18,10 @@ from typing import Any, LiteralString
 from psycopg import AsyncConnection, sql
 
 from projections.audit.expected import BillingExpected, Invoice
-from projections.audit.model import Discrepancy, EventRef, Findings, refs
-from projections.billing import invoice
+from projections.audit.facts import Stage, involved
+from projections.audit.model import Discrepancy, Findings
 from projections.billing import Invoice as ViewInvoice
+from projections.billing import invoice
 
 Key = tuple[str, date, str]
 _LEDGER = ("request_id", "tenant", "model", "reserved", "prompt", "completion", "settled_at")
@@ -109,7 +110,8 @@ async def read_billing(
             where, args = _where(tenant, period, month)
             cur = await conn.execute(
                 sql.SQL(
-                    "SELECT tenant_id, {}, model, requests, prompt_tokens, completion_tokens FROM {}{}"
+                    "SELECT tenant_id, {}, model, requests, prompt_tokens, completion_tokens"
+                    " FROM {}{}"
                 ).format(sql.Identifier(key), t(name), where),
                 args,
             )
@@ -140,11 +142,11 @@ def _add(
     what: str,
     expected: Any,
     found: Any,
-    involved: list[EventRef],
+    stages: Sequence[Stage],
     detail: str = "",
     at: datetime | None = None,
 ) -> None:
-    listed, more = refs(involved)
+    listed, more = involved(stages)
     findings.add(
         Discrepancy("billing_view", tenant, what, expected, found, listed, more, detail, at)
     )
@@ -155,15 +157,7 @@ def compare_billing(exp: BillingExpected, snap: BillingSnapshot, findings: Findi
     # the ledger, row by row (one row per settlement event)
     findings.checked("billing_view", len(exp.ledger.keys() | snap.ledger.keys()))
     for eid, row in exp.ledger.items():
-        want = (
-            row.request_id,
-            row.tenant,
-            row.model,
-            row.reserved,
-            row.prompt,
-            row.completion,
-            row.settled_at,
-        )
+        want = row.values()
         got = snap.ledger.get(eid)
         if got is None:
             _add(
@@ -172,9 +166,9 @@ def compare_billing(exp: BillingExpected, snap: BillingSnapshot, findings: Findi
                 f"{s}.usage_ledger[{eid}]",
                 "a row",
                 None,
-                [row.ref],
+                [row.settled],
                 "a settlement of the log is not in the ledger",
-                row.settled_at,
+                row.settled.at,
             )
             continue
         for name, a, b in zip(_LEDGER, want, got, strict=True):
@@ -185,8 +179,8 @@ def compare_billing(exp: BillingExpected, snap: BillingSnapshot, findings: Findi
                     f"{s}.usage_ledger[{eid}].{name}",
                     a,
                     b,
-                    [row.ref],
-                    at=row.settled_at,
+                    [row.settled],
+                    at=row.settled.at,
                 )
     for eid in snap.ledger.keys() - exp.ledger.keys():
         got = snap.ledger[eid]
@@ -221,12 +215,12 @@ def compare_billing(exp: BillingExpected, snap: BillingSnapshot, findings: Findi
         findings.checked("billing_view", len(want_rows.keys() | got_rows.keys()))
         for key in sorted(want_rows.keys() | got_rows.keys()):
             totals = want_rows.get(key)
-            want = (
+            counted = (
                 (0, 0, 0) if totals is None else (totals.requests, totals.prompt, totals.completion)
             )
-            got = got_rows.get(key, (0, 0, 0))
+            stored = got_rows.get(key, (0, 0, 0))
             for name, a, b in zip(
-                ("requests", "prompt_tokens", "completion_tokens"), want, got, strict=True
+                ("requests", "prompt_tokens", "completion_tokens"), counted, stored, strict=True
             ):
                 if a != b:
                     tid, day, model = key
@@ -236,7 +230,7 @@ def compare_billing(exp: BillingExpected, snap: BillingSnapshot, findings: Findi
                         f"{s}.{table}[{day} {model}].{name}",
                         a,
                         b,
-                        [] if totals is None else totals.refs,
+                        [] if totals is None else totals.stages,
                     )
     _compare_requests(exp, snap, findings)
     _compare_invoices(exp, snap, findings)
@@ -254,7 +248,7 @@ def _compare_requests(exp: BillingExpected, snap: BillingSnapshot, findings: Fin
                 f"{s}.requests[{rid}]",
                 row.status,
                 None,
-                row.refs,
+                row.stages,
                 "a request of the log is not in the view",
             )
             continue
@@ -272,7 +266,7 @@ def _compare_requests(exp: BillingExpected, snap: BillingSnapshot, findings: Fin
             same = (b in a or (not a and b is None)) if name == "model" else a == b
             if not same:
                 shown = sorted(a) if isinstance(a, set) else a
-                _add(findings, row.tenant, f"{s}.requests[{rid}].{name}", shown, b, row.refs)
+                _add(findings, row.tenant, f"{s}.requests[{rid}].{name}", shown, b, row.stages)
     for rid in snap.requests.keys() - exp.requests.keys():
         got = snap.requests[rid]
         _add(
@@ -296,17 +290,17 @@ def _compare_invoices(exp: BillingExpected, snap: BillingSnapshot, findings: Fin
         got = snap.invoices.get(key)
         name = f"{s} invoice {tid} {period:%Y-%m}"
         if isinstance(got, str) or got is None:
-            _add(findings, tid, name, str(want.total), got, want.refs)
+            _add(findings, tid, name, str(want.total), got, want.stages)
             continue
         got_lines = {(line.model, line.price_from): line for line in got.lines}
         for lkey in sorted(want.lines.keys() | got_lines.keys(), key=_line_order):
             w, g = want.lines.get(lkey), got_lines.get(lkey)
-            a = (
+            a: tuple[int | Decimal, ...] = (
                 (0, 0, 0, Decimal("0.00"))
                 if w is None
                 else (w.requests, w.prompt, w.completion, w.amount)
             )
-            b = (
+            b: tuple[int | Decimal, ...] = (
                 (0, 0, 0, Decimal("0.00"))
                 if g is None
                 else (g.requests, g.prompt_tokens, g.completion_tokens, g.amount)
@@ -322,10 +316,10 @@ def _compare_invoices(exp: BillingExpected, snap: BillingSnapshot, findings: Fin
                         f"{name} [{lkey[0]} {price}].{field_}",
                         _num(x),
                         _num(y),
-                        [] if w is None else w.refs,
+                        [] if w is None else w.stages,
                     )
         if want.total != got.total:
-            _add(findings, tid, f"{name}.total", str(want.total), str(got.total), want.refs)
+            _add(findings, tid, f"{name}.total", str(want.total), str(got.total), want.stages)
 
 
 def _num(value: int | Decimal) -> int | str:
@@ -339,5 +333,3 @@ def _line_order(key: tuple[str, datetime | None]) -> tuple[str, bool, str]:
 def positions_ahead(view: Mapping[str, int], read_to: Mapping[str, int]) -> bool:
     """Whether the view has applied records past what the audit has read."""
     return any(pos >= read_to.get(stream, 0) for stream, pos in view.items())
-
-

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from events import Event
-from projections.audit.facts import Facts
+from projections.audit.facts import Facts, Rejected, Stage, ref
 from projections.audit.model import Discrepancy, EventRef, Findings
 from streams.agents.quota import INPUTS
 from streams.quota import QuotaState, decide, evolve
@@ -31,8 +31,12 @@ from streams.quota import QuotaState, decide, evolve
 INPUT_TYPES = frozenset(str(cls.model_fields["type"].default) for cls in INPUTS)
 
 
+def _type(event: Event) -> str:
+    return str(getattr(event, "type", type(event).__name__))
+
+
 def _describe(event: Any) -> str:
-    kind = str(event.type)
+    kind = _type(event)
     if kind == "TokensReserved":
         return f"TokensReserved({event.tokens} tokens)"
     if kind == "RequestRejected":
@@ -40,6 +44,13 @@ def _describe(event: Any) -> str:
     if kind == "ReservationSettled":
         return f"ReservationSettled({event.prompt_tokens}+{event.completion_tokens} tokens)"
     return kind
+
+
+def _stage(stage: Stage) -> str:
+    what = ref(stage).type
+    if isinstance(stage, Rejected):
+        what += f"({stage.reason})"
+    return f"{stage.stream}:{stage.offset} {what}"
 
 
 class DecisionCheck:
@@ -90,11 +101,12 @@ class DecisionCheck:
                 Discrepancy(
                     check="decision",
                     tenant=found.tenant_id,
-                    field=f"{found.type}." + ",".join(fields),
+                    field=f"{_type(found)}." + ",".join(fields),
                     expected={k: want.get(k) for k in fields},
                     found={k: got.get(k) for k in fields},
-                    events=(EventRef(self.quota_stream, offset, str(found.type), found.event_id),),
-                    detail=f"decide() gives {_describe(expected)}, the log holds {_describe(found)}",
+                    events=(EventRef(self.quota_stream, offset, _type(found), found.event_id),),
+                    detail=f"decide() gives {_describe(expected)}, "
+                    f"the log holds {_describe(found)}",
                     at=found.occurred_at,
                 )
             )
@@ -116,7 +128,7 @@ class DecisionCheck:
                 Discrepancy(
                     check="decision",
                     tenant=event.tenant_id,
-                    field=f"{event.type} missing",
+                    field=f"{_type(event)} missing",
                     expected=_describe(event),
                     found=None,
                     events=(
@@ -142,22 +154,22 @@ class DecisionCheck:
         life = facts.lives.get(rid) if isinstance(rid, uuid.UUID) else None
         others = []
         if life is not None:
-            for stage in (*life.reserved, *life.rejected, *life.settled, *life.closed):
+            stages: list[Stage] = [*life.reserved, *life.rejected, *life.settled, *life.closed]
+            for stage in stages:
                 if stage.event_id != event.event_id:
                     others.append(stage)
         context = (
-            "; the log's other decisions for this request: "
-            + ", ".join(f"{s.stream}:{s.offset} {type(s).__name__}" for s in others)
+            "; the log's other decisions for this request: " + ", ".join(_stage(s) for s in others)
             if others
             else ""
         )
         return Discrepancy(
             check="decision",
             tenant=event.tenant_id,
-            field=f"{event.type} not decided",
+            field=f"{_type(event)} not decided",
             expected=None,
             found=_describe(event),
-            events=(EventRef(self.quota_stream, offset, str(event.type), event.event_id),),
+            events=(EventRef(self.quota_stream, offset, _type(event), event.event_id),),
             detail=(
                 f"no input of {self.requests_stream} leads decide() to this decision "
                 f"(request {rid}){context}"

@@ -23,9 +23,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from typing import Any, NamedTuple
 
-from projections.audit.facts import Closed, Facts, Life, Price, Settled, Stage, ref
+from projections.audit.facts import (
+    Closed,
+    Facts,
+    Life,
+    Price,
+    Settled,
+    Stage,
+    ref,
+)
 from projections.audit.model import EventRef
 
 Positions = Mapping[str, int] | None
@@ -33,10 +41,19 @@ WINDOW = timedelta(seconds=60)
 CENT = Decimal("0.01")
 
 
+def _everything(stage: Stage) -> bool:
+    return True
+
+
 def within(positions: Positions) -> Callable[[Stage], bool]:
+    """Whether a fact is at or below the positions (``None``: the whole log)."""
     if positions is None:
-        return lambda stage: True
+        return _everything
     return lambda stage: stage.offset <= positions.get(stage.stream, -1)
+
+
+def refs_of(stages: list[Any]) -> list[EventRef]:
+    return [ref(s) for s in stages]
 
 
 def month_of(day: date) -> date:
@@ -52,33 +69,34 @@ def cents(tokens: int, per_1k: Decimal) -> Decimal:
 # --- billing -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Totals:
+    """Settled usage; ``stages`` are the settlements counted (the events involved)."""
+
     requests: int = 0
     prompt: int = 0
     completion: int = 0
-    refs: list[EventRef] = field(default_factory=list)
+    stages: list[Settled] = field(default_factory=list)
 
     def add(self, s: Settled) -> None:
         self.requests += 1
         self.prompt += s.prompt
         self.completion += s.completion
-        self.refs.append(ref(s))
+        self.stages.append(s)
 
 
-@dataclass(frozen=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
     request_id: uuid.UUID
     tenant: str
-    model: str
-    reserved: int
-    prompt: int
-    completion: int
-    settled_at: datetime
-    ref: EventRef
+    settled: Settled
+
+    def values(self) -> tuple[Any, ...]:
+        """In the order of the columns the audit reads from ``usage_ledger``."""
+        s = self.settled
+        return (self.request_id, self.tenant, s.model, s.reserved, s.prompt, s.completion, s.at)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRow:
     tenant: str
     models: set[str]
@@ -88,10 +106,16 @@ class RequestRow:
     completion: int | None
     settled_prompt: int | None
     settled_completion: int | None
-    refs: list[EventRef]
+    life: Life
+    keep: Callable[[Stage], bool]
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The facts the row is made of (computed when a discrepancy needs them)."""
+        return [s for s in self.life.stages() if self.keep(s)]
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
     model: str
     price_from: datetime | None
@@ -100,7 +124,7 @@ class Line:
     prompt: int = 0
     completion: int = 0
     amount: Decimal = Decimal("0.00")
-    refs: list[EventRef] = field(default_factory=list)
+    stages: list[Settled] = field(default_factory=list)
 
 
 @dataclass
@@ -112,8 +136,8 @@ class Invoice:
         return sum((line.amount for line in self.lines.values()), Decimal("0.00"))
 
     @property
-    def refs(self) -> list[EventRef]:
-        return [r for line in self.lines.values() for r in line.refs]
+    def stages(self) -> list[Settled]:
+        return [s for line in self.lines.values() for s in line.stages]
 
 
 @dataclass
@@ -125,46 +149,69 @@ class BillingExpected:
     invoices: dict[tuple[str, date], Invoice] = field(default_factory=dict)
 
 
-_STATUS = ("settled", "released", "expired", "rejected", "completed", "failed", "reserved")
-
-
 def _first(stages: list[Any], keep: Callable[[Stage], bool]) -> Any:
     kept = [s for s in stages if keep(s)]
     return min(kept, key=lambda s: s.offset) if kept else None
 
 
+def _earliest(stages: list[Any]) -> Any:
+    return stages[0] if len(stages) == 1 else min(stages, key=lambda s: s.offset)
+
+
 def _request_row(life: Life, keep: Callable[[Stage], bool]) -> RequestRow | None:
-    stages = [s for s in life.stages() if keep(s)]
-    if not stages:
+    """The request's row as the billing view keeps it: the first event of each kind wins."""
+    lists: tuple[list[Any], ...] = (
+        life.requested,
+        life.reserved,
+        life.rejected,
+        life.completed,
+        life.failed,
+        life.settled,
+        life.closed,
+    )
+    if keep is not _everything:
+        lists = tuple([s for s in stages if keep(s)] for stages in lists)
+    requested, reserved, rejected, completed, failed, settled, closed = lists
+    if not (requested or reserved or rejected or completed or failed or settled or closed):
         return None
-    released = [s for s in life.closed if s.kind == "released" and keep(s)]
-    expired = [s for s in life.closed if s.kind == "expired" and keep(s)]
-    present = {
-        "settled": any(keep(s) for s in life.settled),
-        "released": bool(released),
-        "expired": bool(expired),
-        "rejected": any(keep(s) for s in life.rejected),
-        "completed": any(keep(s) for s in life.completed),
-        "failed": any(keep(s) for s in life.failed),
-        "reserved": any(keep(s) for s in life.reserved),
-    }
-    status = next((s for s in _STATUS if present[s]), "requested")
-    carriers = [(s.offset, s.tokens) for s in life.reserved if keep(s)] + [
-        (s.offset, s.reserved) for s in (*life.settled, *life.closed) if keep(s)
-    ]
-    settled = _first(life.settled, keep)
-    completed = _first(life.completed, keep)
-    models = {s.model for s in stages if hasattr(s, "model")}
+    kinds = {c.kind for c in closed} if closed else set()
+    status = (
+        "settled"
+        if settled
+        else "released"
+        if "released" in kinds
+        else "expired"
+        if closed
+        else "rejected"
+        if rejected
+        else "completed"
+        if completed
+        else "failed"
+        if failed
+        else "reserved"
+        if reserved
+        else "requested"
+    )
+    carriers = [(s.offset, s.tokens) for s in reserved]
+    carriers += [(s.offset, s.reserved) for s in settled]
+    carriers += [(s.offset, s.reserved) for s in closed]
+    first_settled = _earliest(settled) if settled else None
+    first_completed = _earliest(completed) if completed else None
+    models: set[str] = set()
+    for group in (requested, reserved, completed, failed, settled):
+        if group:
+            models.add(group[0].model)  # a correct log agrees; any first one may be the view's
     return RequestRow(
         tenant=life.tenant,
         models=models,
         status=status,
         reserved_tokens=min(carriers)[1] if carriers else None,
-        prompt=None if completed is None else completed.prompt,
-        completion=None if completed is None else completed.completion,
-        settled_prompt=None if settled is None else settled.prompt,
-        settled_completion=None if settled is None else settled.completion,
-        refs=[ref(s) for s in stages],
+        prompt=None if first_completed is None else first_completed.prompt,
+        completion=None if first_completed is None else first_completed.completion,
+        settled_prompt=None if first_settled is None else first_settled.prompt,
+        settled_completion=None if first_settled is None else first_settled.completion,
+        life=life,
+        keep=keep,
     )
 
 
@@ -199,7 +246,7 @@ def billing_expected(
         if tenant is not None and life.tenant != tenant:
             continue
         row = _request_row(life, keep)
-        if row is not None and (period is None or _first_day(life, keep) == period):
+        if row is not None and (period is None or _first_month(row.stages) == period):
             out.requests[rid] = row
         for s in life.settled:
             if not keep(s) or s.event_id in out.ledger:
@@ -207,9 +254,7 @@ def billing_expected(
             day = s.at.astimezone(UTC).date()
             if period is not None and month_of(day) != period:
                 continue
-            out.ledger[s.event_id] = LedgerRow(
-                rid, life.tenant, s.model, s.reserved, s.prompt, s.completion, s.at, ref(s)
-            )
+            out.ledger[s.event_id] = LedgerRow(rid, life.tenant, s)
             out.daily.setdefault((life.tenant, day, s.model), Totals()).add(s)
             out.monthly.setdefault((life.tenant, month_of(day), s.model), Totals()).add(s)
             price = book.at(s.model, s.at)
@@ -222,7 +267,7 @@ def billing_expected(
             line.requests += 1
             line.prompt += s.prompt
             line.completion += s.completion
-            line.refs.append(ref(s))
+            line.stages.append(s)
     for (_, _), invoice in out.invoices.items():
         for (model, price_from), line in invoice.lines.items():
             if price_from is None:
@@ -235,9 +280,8 @@ def billing_expected(
     return out
 
 
-def _first_day(life: Life, keep: Callable[[Stage], bool]) -> date | None:
-    times = [s.at for s in life.stages() if keep(s)]
-    return month_of(min(times).astimezone(UTC).date()) if times else None
+def _first_month(stages: list[Stage]) -> date:
+    return month_of(min(s.at for s in stages).astimezone(UTC).date())
 
 
 # --- the quota view ----------------------------------------------------------------------
@@ -260,7 +304,7 @@ class QuotaExpected:
 
     at: datetime | None
     figures: dict[str, Any] | None
-    refs: dict[str, list[EventRef]]
+    stages: dict[str, list[Any]]  # the facts behind each group of fields (see FIELD_REFS)
 
 
 def by_tenant(facts: Facts) -> dict[str, list[Life]]:
@@ -280,11 +324,11 @@ def quota_expected(
     rejections = [r for r in (tf.rejections if tf else []) if keep(r)]
     times = [p.at for p in policies]
     decided = [r.at for r in rejections]
-    refs: dict[str, list[EventRef]] = {"policy": [ref(p) for p in policies], "open": []}
-    refs["rejected"] = [ref(r) for r in rejections]
+    refs: dict[str, list[Any]] = {"policy": policies, "open": [], "rejected": rejections}
     reservations: list[tuple[Any, Any]] = []
     for life in lives:
-        closings = [c for c in (*life.settled, *life.closed) if keep(c)]
+        everything: list[Settled | Closed] = [*life.settled, *life.closed]
+        closings = [c for c in everything if keep(c)]
         decided += [c.at for c in closings]
         r = _first(life.reserved, keep)
         if r is None:
@@ -309,17 +353,17 @@ def quota_expected(
         if closing is None:
             open_n += 1
             open_t += r.tokens
-            refs["open"].append(ref(r))
+            refs["open"].append(r)
             if in_period:
                 reserved += r.tokens
-                refs["reserved"].append(ref(r))
+                refs["reserved"].append(r)
         elif in_period:
             used += charged
-            refs["used"].append(ref(closing))
+            refs["used"].append(closing)
         if at - WINDOW < r.at <= at:
             w_requests += 1
             w_tokens += r.tokens if closing is None else charged
-            refs["window"].append(ref(r))
+            refs["window"].append(r)
     figures = {
         "as_of": at,
         "period": policy.period,
@@ -378,7 +422,8 @@ def tenant_figures(lives: list[Life]) -> dict[str, int]:
         r = life.reserved[0]
         f["made"] += 1
         f["reserved"] += r.tokens
-        closing = min((*life.settled, *life.closed), key=lambda c: c.offset, default=None)
+        closings: list[Settled | Closed] = [*life.settled, *life.closed]
+        closing = min(closings, key=lambda c: c.offset, default=None)
         if closing is None:
             f["open"] += 1
             f["open_tokens"] += r.tokens

@@ -13,7 +13,7 @@ has nothing to recognise it by) and which is therefore kept for the quota view's
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -34,7 +34,7 @@ from events import (
     TenantRegistered,
     TokensReserved,
 )
-from projections.audit.model import EventRef
+from projections.audit.model import MAX_REFS, EventRef
 
 
 class Requested(NamedTuple):
@@ -147,6 +147,11 @@ def ref(stage: Stage) -> EventRef:
     else:
         kind = _TYPE_OF[type(stage)]
     return EventRef(stage.stream, stage.offset, kind, stage.event_id)
+
+
+def involved(stages: Sequence[Stage]) -> tuple[tuple[EventRef, ...], int]:
+    """The refs of the first :data:`MAX_REFS` facts, and how many more there are."""
+    return tuple(ref(s) for s in stages[:MAX_REFS]), max(0, len(stages) - MAX_REFS)
 
 
 @dataclass(slots=True)

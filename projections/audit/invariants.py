@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from projections.audit.facts import Facts, Life, Stage, ref
-from projections.audit.model import Check, Discrepancy, Findings, refs
+from projections.audit.facts import Closed, Facts, Life, Settled, Stage, ref
+from projections.audit.facts import involved as refs_of
+from projections.audit.model import Check, Discrepancy, Findings
 
 
 def _flag(
@@ -30,7 +31,7 @@ def _flag(
     involved: Iterable[Stage] | None = None,
 ) -> None:
     stages = list(involved) if involved is not None else life.stages()
-    listed, more = refs([ref(s) for s in stages])
+    listed, more = refs_of(stages)
     at = min((s.at for s in stages), default=None)
     findings.add(
         Discrepancy(
@@ -86,7 +87,7 @@ def check_lives(facts: Facts, findings: Findings) -> None:
                     "settled more than once",
                     life.settled,
                 )
-        results = [*life.completed, *life.failed]
+        results: list[Stage] = [*life.completed, *life.failed]
         if results:
             findings.checked("orphan_result")
             if not life.reserved:
@@ -104,8 +105,8 @@ def check_lives(facts: Facts, findings: Findings) -> None:
 
 
 def _reservation(life: Life, findings: Findings) -> None:
-    decisions = [*life.reserved, *life.rejected]
-    closings = [*life.settled, *life.closed]
+    decisions: list[Stage] = [*life.reserved, *life.rejected]
+    closings: list[Stage] = [*life.settled, *life.closed]
     if not decisions and not closings:
         return
     findings.checked("reservation")
@@ -156,22 +157,6 @@ def _reservation(life: Life, findings: Findings) -> None:
 
 
 def _conservation(life: Life, findings: Findings) -> None:
-    if not life.reserved:
-        return
-    tokens = life.reserved[0].tokens
-    for closing in (*life.settled, *life.closed):
-        findings.checked("conservation")
-        if closing.reserved != tokens:
-            _flag(
-                findings,
-                "conservation",
-                life,
-                f"{ref(closing).type}.reserved",
-                tokens,
-                closing.reserved,
-                "the closing event does not carry the reservation's tokens",
-                [life.reserved[0], closing],
-            )
     for s in life.settled:
         if s.prompt + s.completion > s.reserved:
             _flag(
@@ -183,6 +168,23 @@ def _conservation(life: Life, findings: Findings) -> None:
                 s.prompt + s.completion,
                 "charged more than was reserved",
                 [s],
+            )
+    if not life.reserved:
+        return
+    tokens = life.reserved[0].tokens
+    closings: list[Settled | Closed] = [*life.settled, *life.closed]
+    for closing in closings:
+        findings.checked("conservation")
+        if closing.reserved != tokens:
+            _flag(
+                findings,
+                "conservation",
+                life,
+                f"{ref(closing).type}.reserved",
+                tokens,
+                closing.reserved,
+                "the closing event does not carry the reservation's tokens",
+                [life.reserved[0], closing],
             )
 
 

@@ -17,7 +17,7 @@ that record is decoded and then dropped by type) but no false negatives.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from events import AnyEvent, DecodeError, decode
@@ -54,7 +54,7 @@ async def read_range(
     skip: frozenset[int] | set[int] = frozenset(),
     wanted: Sequence[bytes] | None = None,
     accept: frozenset[str] | None = None,
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Chunks of ``stream`` from ``start`` up to (not including) offset ``end``.
 
     ``accept`` keeps only events of those type names (after decoding); ``wanted`` is the

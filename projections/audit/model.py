@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -107,6 +108,9 @@ class CheckTally:
 
 @dataclass
 class Findings:
+    """Discrepancies and tallies; ``keep`` drops what ``--tenant`` / ``--period`` exclude."""
+
+    keep: Callable[[Discrepancy], bool] = field(default=lambda d: True)
     discrepancies: list[Discrepancy] = field(default_factory=list)
     tallies: dict[str, CheckTally] = field(
         default_factory=lambda: {c: CheckTally() for c in CHECKS}
@@ -117,5 +121,6 @@ class Findings:
         self.tallies[check].checked += n
 
     def add(self, d: Discrepancy) -> None:
-        self.discrepancies.append(d)
-        self.tallies[d.check].failed += 1
+        if self.keep(d):
+            self.discrepancies.append(d)
+            self.tallies[d.check].failed += 1

@@ -176,8 +176,8 @@ class BillingTarget:
     """The billing view in a scratch schema. ``conn`` applies batches (autocommitting each
     in its own transaction); the swap opens a second connection from ``dsn``."""
 
-    kind = "billing"
-    agents = ("billing", "billing-catalog")
+    kind: str = "billing"
+    agents: tuple[str, ...] = ("billing", "billing-catalog")
     wanted: tuple[bytes, ...] | None = None
     accept: frozenset[str] | None = None
 

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from projections.audit.expected import FIELD_REFS, QuotaExpected, quota_expected
-from projections.audit.facts import Facts, Life
-from projections.audit.model import Discrepancy, Findings, refs
+from projections.audit.facts import Facts, Life, involved
+from projections.audit.model import Discrepancy, Findings
 from projections.quota_view import QuotaView
 from streams.quota import TenantQuota
 from streams.topics import Topology
@@ -61,20 +61,20 @@ async def compare_quota(
             exp = quota_expected(facts, lives.get(tid, []), tid, before)
             error = ""
             try:
-                found = await view.tenant(tid, exp.at if exp is not None else None)
+                row = await view.tenant(tid, exp.at if exp is not None else None)
             except ValueError as exc:  # the view is past the expected time
-                found, error = await view.tenant(tid), str(exc)
-            rows[tid] = (exp, _row(found), error if tid in known or found else "absent")
+                row, error = await view.tenant(tid), str(exc)
+            rows[tid] = (exp, _row(row), error)
         after = await view.positions(streams)
         await read_more(after)
         moved = {s for s in streams if before[s] != after[s]}
         settled: set[str] = set()
-        for tid, (exp, found, note) in rows.items():
+        for tid, (exp, found, error) in rows.items():
             mine = {topology.requests.stream_for(tid), topology.quota.stream_for(tid)}
             if mine & moved:
                 continue
             settled.add(tid)
-            _compare(tid, exp, found, note, findings)
+            _compare(tid, exp, found, error, findings)
         todo -= settled
         if not todo:
             return after
@@ -89,29 +89,27 @@ def _compare(
     tid: str,
     exp: QuotaExpected | None,
     found: dict[str, Any] | None,
-    note: str,
+    error: str,
     findings: Findings,
 ) -> None:
     findings.checked("quota_view")
-    if exp is None and found is None and note == "absent":
-        return
     want = None if exp is None else exp.figures
+    if want is None and found is None:
+        return  # unknown to both, or known to the view without a policy as in the log
     if want is None or found is None:
-        if want is None and found is None:
-            return  # known to the view without a policy, as in the log
-        involved = [] if exp is None else [r for group in exp.refs.values() for r in group]
-        listed, more = refs(involved)
+        stages = [] if exp is None else [r for group in exp.stages.values() for r in group]
+        listed, more = involved(stages)
         findings.add(
             Discrepancy(
                 "quota_view",
                 tid,
                 "tenant",
-                "a quota row" if want is not None else None,
-                "a quota row" if found is not None else None,
+                None if want is None else "a quota row",
+                None if found is None else "a quota row",
                 listed,
                 more,
-                "the tenant's quota hash is missing from the view"
-                if want is not None
+                "the tenant's quota row is missing from the view"
+                if found is None
                 else "the view has a quota for a tenant the log gives none",
             )
         )
@@ -122,8 +120,6 @@ def _compare(
         if got == value:
             continue
         group = FIELD_REFS.get(name)
-        listed, more = refs(exp.refs.get(group, []) if group else [])
-        detail = note if name == "as_of" and note else ""
-        findings.add(
-            Discrepancy("quota_view", tid, name, value, got, listed, more, detail, exp.at)
-        )
+        listed, more = involved(exp.stages.get(group, []) if group else [])
+        detail = error if name == "as_of" else ""
+        findings.add(Discrepancy("quota_view", tid, name, value, got, listed, more, detail, exp.at))

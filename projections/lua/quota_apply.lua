@@ -1,24 +1,21 @@
 -- Apply a batch of events of one stream to the quota view, and the stream position, atomically.
 -- ARGV: prefix, stream, last offset of the batch, window (µs), then the batch: a JSON array
--- with one array per event (see quota_view.encode; times in µs, month/day by their start):
---   R off tenant rid t tokens month month_end day   TokensReserved
---   S off tenant rid t charged            ReservationSettled
---   L off tenant rid t                    ReservationReleased / ReservationExpired
---   J off tenant t                        RequestRejected (not unknown_tenant)
+-- with one array per event (see quota_view.encode; times in µs):
+--   R off tenant rid t tokens month month_end day   TokensReserved (month/day: their start)
+--   S off tenant rid t charged                      ReservationSettled
+--   L off tenant rid t                              ReservationReleased / ReservationExpired
+--   J off tenant t                                  RequestRejected (not unknown_tenant)
 --   P off tenant event_id t budget period tpm rpm max_concurrent ttl   policy (0 = unlimited)
---   N off                                 anything else: only covered by the position
+--   N off                                           anything else: only moves the position
 -- Events at or below the stored position of the stream are skipped. Returns how many were not.
-local P = ARGV[1]
-local stream = ARGV[2]
-local last = tonumber(ARGV[3])
-local W = tonumber(ARGV[4])
-local POS = P .. 'pos'
+-- The number of calls does not grow with the tenants of a batch, except one ZADD per tenant
+-- with new reservations and three per tenant whose window has entries to drop.
+local P, stream = ARGV[1], ARGV[2]
+local last, W = tonumber(ARGV[3]), tonumber(ARGV[4])
+local POS, Q, R, PE = P .. 'pos', P .. 'q', P .. 'r', P .. 'pe'
 local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
 local CHUNK = 1000
-
 local DAY = 86400000000
-local NUMERIC = {'budget', 'tpm', 'rpm', 'maxc', 'ttl', 'pt', 'now', 'mk', 'mke', 'um', 'rm',
-                 'dk', 'ud', 'rd', 'openn', 'opent', 'rej'}
 
 -- integers print exactly: %.14g (tostring) up to 1e14, %.0f beyond (times in µs)
 local function fmt(x)
@@ -26,25 +23,54 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
--- a reservation record: "admitted at (µs)|tokens|tokens counted in the window|open (1/0)"
+-- a tenant's quota: these fields joined by '|', in this order ('' = no policy yet); wmin is
+-- the earliest admission in the tenant's window sorted set (-1 when it is empty)
+local FIELDS = {'budget', 'period', 'tpm', 'rpm', 'maxc', 'ttl', 'pt', 'now', 'mk', 'mke', 'um',
+                'rm', 'dk', 'ud', 'rd', 'openn', 'opent', 'rej', 'wmin'}
+local function decode_quota(v)
+  local q = {pt = -1, now = -1, mk = -1, mke = -1, um = 0, rm = 0, dk = -1, ud = 0, rd = 0,
+             openn = 0, opent = 0, rej = 0, wmin = -1}
+  if not v then return q end
+  local i = 1
+  for x in string.gmatch(v .. '|', '([^|]*)|') do
+    local k = FIELDS[i]
+    if k and x ~= '' then q[k] = (k == 'period') and x or tonumber(x) end
+    i = i + 1
+  end
+  return q
+end
+local function encode_quota(q)
+  local parts = {}
+  for i, k in ipairs(FIELDS) do
+    local x = q[k]
+    if x == nil then parts[i] = '' elseif k == 'period' then parts[i] = x else parts[i] = fmt(x) end
+  end
+  return table.concat(parts, '|')
+end
+
+-- a reservation, field "tenant:request id": "admitted at|tokens|tokens counted|open (1/0)"
 local function parse(v)
   local t, tok, cnt, op = string.match(v, '^(%-?%d+)|(%d+)|(%d+)|(%d)$')
   return {t = tonumber(t), tok = tonumber(tok), cnt = tonumber(cnt), open = op == '1'}
 end
-
 local function unparse(r)
   return fmt(r.t) .. '|' .. fmt(r.tok) .. '|' .. fmt(r.cnt) .. (r.open and '|1' or '|0')
 end
 
--- calls a command with a fixed head and a long list of arguments, in chunks
+-- a command with a fixed key and a long list of arguments, in chunks; the replies, joined
 local function bulk(cmd, key, list, step)
+  local out = {}
   for s = 1, #list, CHUNK * step do
-    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK * step - 1, #list)))
+    local reply = redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK * step - 1, #list)))
+    if type(reply) == 'table' then
+      for _, x in ipairs(reply) do out[#out + 1] = x end
+    end
   end
+  return out
 end
 
--- 1. the live events, and the reservations they touch
-local events, wanted = {}, {}
+-- 1. the live events; the tenants and reservations they touch
+local events, tids, seen_tid, keys, seen_key = {}, {}, {}, {}, {}
 local applied = 0
 for _, f in ipairs(cjson.decode(ARGV[5])) do
   if f[2] > pos then
@@ -52,69 +78,49 @@ for _, f in ipairs(cjson.decode(ARGV[5])) do
     local kind = f[1]
     if kind ~= 'N' then
       events[#events + 1] = f
+      local tid = f[3]
+      if not seen_tid[tid] then seen_tid[tid] = true; tids[#tids + 1] = tid end
       if kind == 'R' or kind == 'S' or kind == 'L' then
-        local w = wanted[f[3]]
-        if not w then w = {}; wanted[f[3]] = w end
-        w[f[4]] = true
+        local key = tid .. ':' .. f[4]
+        f.key = key
+        if not seen_key[key] then seen_key[key] = true; keys[#keys + 1] = key end
       end
     end
   end
 end
 
--- 2. load the tenants and the reservations touched
-local tenants, order, recs, dirty, added = {}, {}, {}, {}, {}
-local function tenant(tid)
-  local q = tenants[tid]
-  if q then return q end
-  q = {pt = -1, now = -1, mk = -1, mke = -1, um = 0, rm = 0, dk = -1, ud = 0, rd = 0, openn = 0,
-       opent = 0, rej = 0}
-  local raw = redis.call('HGETALL', P .. 'q:' .. tid)
-  q.new = #raw == 0
-  for j = 1, #raw, 2 do
-    if raw[j] == 'period' then q.period = raw[j + 1] else q[raw[j]] = tonumber(raw[j + 1]) end
-  end
-  tenants[tid] = q
-  order[#order + 1] = tid
-  recs[tid], dirty[tid], added[tid] = {}, {}, {}
-  return q
-end
-for tid, w in pairs(wanted) do
-  tenant(tid)
-  local ids = {}
-  for rid in pairs(w) do ids[#ids + 1] = rid end
-  for s = 1, #ids, CHUNK do
-    local chunk = {unpack(ids, s, math.min(s + CHUNK - 1, #ids))}
-    local values = redis.call('HMGET', P .. 'r:' .. tid, unpack(chunk))
-    for j = 1, #chunk do recs[tid][chunk[j]] = values[j] and parse(values[j]) or false end
-  end
-end
+-- 2. load them
+local tenants, recs = {}, {}
+local values = bulk('HMGET', Q, tids, 1)
+for i, tid in ipairs(tids) do tenants[tid] = decode_quota(values[i]) end
+values = bulk('HMGET', R, keys, 1)
+for i, key in ipairs(keys) do recs[key] = values[i] and parse(values[i]) or false end
 
 -- 3. apply, in memory
+local dirty, added = {}, {}
 local function advance(q, t)
   if t > q.now then q.now = t end
 end
-
 for _, f in ipairs(events) do
   local kind, tid = f[1], f[3]
-  local q = tenant(tid)
+  local q = tenants[tid]
   if kind == 'R' then
-    local rid, t, tok, mk, dk = f[4], f[5], f[6], f[7], f[9]
+    local t, tok, mk, dk = f[5], f[6], f[7], f[9]
     advance(q, t)
-    if not recs[tid][rid] then
+    if not recs[f.key] then
       if mk > q.mk then q.mk = mk; q.mke = f[8]; q.um = 0; q.rm = 0 end
       if mk == q.mk then q.rm = q.rm + tok end
       if dk > q.dk then q.dk = dk; q.ud = 0; q.rd = 0 end
       if dk == q.dk then q.rd = q.rd + tok end
       q.openn = q.openn + 1
       q.opent = q.opent + tok
-      recs[tid][rid] = {t = t, tok = tok, cnt = tok, open = true}
-      dirty[tid][rid] = true
-      added[tid][rid] = true
+      recs[f.key] = {t = t, tok = tok, cnt = tok, open = true, tid = tid, rid = f[4]}
+      dirty[f.key] = true
+      added[f.key] = true
     end
   elseif kind == 'S' or kind == 'L' then
-    local rid = f[4]
     advance(q, f[5])
-    local r = recs[tid][rid]
+    local r = recs[f.key]
     if r and r.open then
       local charged = 0
       if kind == 'S' then charged = math.min(f[6], r.tok) end
@@ -125,13 +131,13 @@ for _, f in ipairs(events) do
       q.opent = q.opent - r.tok
       r.cnt = charged
       r.open = false
-      dirty[tid][rid] = true
+      dirty[f.key] = true
     end
   elseif kind == 'J' then
     advance(q, f[4])
     q.rej = q.rej + 1
   elseif kind == 'P' then
-    if redis.call('SADD', P .. 'pe:' .. tid, f[4]) == 1 then
+    if redis.call('SADD', PE, tid .. ':' .. f[4]) == 1 then
       if f[5] > q.pt then q.pt = f[5] end
       q.budget, q.period, q.tpm = f[6], f[7], f[8]
       q.rpm, q.maxc, q.ttl = f[9], f[10], f[11]
@@ -139,49 +145,69 @@ for _, f in ipairs(events) do
   end
 end
 
--- 4. write back; what left the window goes (closed records) or stays (open ones)
-for _, tid in ipairs(order) do
-  local q = tenants[tid]
-  local flat = {}
-  for _, k in ipairs(NUMERIC) do
-    if q[k] ~= nil then flat[#flat + 1] = k; flat[#flat + 1] = fmt(q[k]) end
-  end
-  if q.period ~= nil then flat[#flat + 1] = 'period'; flat[#flat + 1] = q.period end
-  redis.call('HSET', P .. 'q:' .. tid, unpack(flat))
-  if q.new then redis.call('SADD', P .. 'tenants', tid) end
-  local rk, wk, cutoff = P .. 'r:' .. tid, P .. 'w:' .. tid, q.now - W
-  local put, gone, zadd = {}, {}, {}
-  for rid in pairs(dirty[tid]) do
-    local r = recs[tid][rid]
-    if not r.open and r.t <= cutoff then
-      gone[#gone + 1] = rid
-    else
-      put[#put + 1] = rid; put[#put + 1] = unparse(r)
-      if added[tid][rid] and r.t > cutoff then
-        zadd[#zadd + 1] = fmt(r.t); zadd[#zadd + 1] = rid
-      end
-    end
-  end
-  bulk('HSET', rk, put, 2)
-  bulk('HDEL', rk, gone, 1)
-  bulk('ZREM', wk, gone, 1)
-  bulk('ZADD', wk, zadd, 2)
-  if q.now >= 0 then
-    local old = redis.call('ZRANGEBYSCORE', wk, '-inf', fmt(cutoff))
-    if #old > 0 then
-      local closed = {}
-      for s = 1, #old, CHUNK do
-        local chunk = {unpack(old, s, math.min(s + CHUNK - 1, #old))}
-        local values = redis.call('HMGET', rk, unpack(chunk))
-        for j = 1, #chunk do
-          if values[j] and string.byte(values[j], -1) == 48 then closed[#closed + 1] = chunk[j] end
-        end
-      end
-      bulk('HDEL', rk, closed, 1)
-      redis.call('ZREMRANGEBYSCORE', wk, '-inf', fmt(cutoff))
+-- 4. write back. A closed reservation that left its tenant's window (admitted at or before
+-- now - window) is deleted; an open one stays until it closes.
+local put, gone, zadd = {}, {}, {}
+for key in pairs(dirty) do
+  local r = recs[key]
+  local cutoff = tenants[key:match('^([^:]*)')].now - W
+  if not r.open and r.t <= cutoff then
+    gone[#gone + 1] = key
+  else
+    put[#put + 1] = key
+    put[#put + 1] = unparse(r)
+    if added[key] and r.t > cutoff then
+      local tid = key:match('^([^:]*)')
+      local z = zadd[tid]
+      if not z then z = {}; zadd[tid] = z end
+      z[#z + 1] = fmt(r.t)
+      z[#z + 1] = key:sub(#tid + 2)
     end
   end
 end
+local old = {}
+for _, tid in ipairs(tids) do
+  local q, wk = tenants[tid], P .. 'w:' .. tid
+  local z = zadd[tid]
+  if z then
+    bulk('ZADD', wk, z, 2)
+    for j = 1, #z, 2 do
+      local t = tonumber(z[j])
+      if q.wmin < 0 or t < q.wmin then q.wmin = t end
+    end
+  end
+  local cutoff = q.now - W
+  if q.wmin >= 0 and q.wmin <= cutoff then
+    for _, rid in ipairs(redis.call('ZRANGEBYSCORE', wk, '-inf', fmt(cutoff))) do
+      old[#old + 1] = tid .. ':' .. rid
+    end
+    redis.call('ZREMRANGEBYSCORE', wk, '-inf', fmt(cutoff))
+    local first = redis.call('ZRANGE', wk, 0, 0, 'WITHSCORES')
+    q.wmin = first[2] and tonumber(first[2]) or -1
+  end
+end
+-- what left the windows: closed reservations go
+local unknown = {}
+for _, key in ipairs(old) do
+  local r = recs[key]
+  if r ~= nil then
+    if r and not r.open then gone[#gone + 1] = key end
+  else
+    unknown[#unknown + 1] = key
+  end
+end
+values = bulk('HMGET', R, unknown, 1)
+for i, key in ipairs(unknown) do
+  if values[i] and string.byte(values[i], -1) == 48 then gone[#gone + 1] = key end
+end
+bulk('HSET', R, put, 2)
+bulk('HDEL', R, gone, 1)
+local flat = {}
+for _, tid in ipairs(tids) do
+  flat[#flat + 1] = tid
+  flat[#flat + 1] = encode_quota(tenants[tid])
+end
+bulk('HSET', Q, flat, 2)
 
 if last > pos then redis.call('HSET', POS, stream, fmt(last)) end
 return applied

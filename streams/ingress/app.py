@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from streams.ingress import errors
+from streams.ingress.fastpath import FastSubmit
 from streams.ingress.limits import BodyLimitMiddleware
 from streams.ingress.metrics import MetricsMiddleware
 from streams.ingress.routes import admin, ops, requests, tenants
@@ -48,6 +50,13 @@ def create_app(settings: IngressSettings | None = None, *, log: EventLog | None 
     errors.install(app)
     for module in (requests, tenants, admin, ops):
         app.include_router(module.router)
+    if config.fast_path:
+        app.add_middleware(FastSubmit, services=_services)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+def _services(scope: Scope) -> Services | None:
+    app = scope.get("app")
+    return None if app is None else getattr(app.state, "services", None)

@@ -17,7 +17,7 @@ _bearer = HTTPBearer(
 )
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services | None = getattr(request.app.state, "services", None)
     if found is None:
         raise ApiError(503, "service_unavailable", "the API is starting or stopping")

@@ -129,14 +129,19 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
-async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
-    assert isinstance(exc, RequestValidationError)
-    fields = validation_details(exc.errors())
+def validation_response(errors: Sequence[Any]) -> OrjsonResponse:
+    """The 400 (not JSON) or 422 (invalid fields) for pydantic's errors."""
+    fields = validation_details(errors)
     if any(f["type"] == "json_invalid" for f in fields):
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     first = fields[0] if fields else {"field": "", "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
     return error_response(422, "invalid_request", f"{where}{first['message']}", {"fields": fields})
+
+
+async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_response(exc.errors())
 
 
 async def _http(request: Request, exc: Exception) -> OrjsonResponse:
@@ -145,21 +150,6 @@ async def _http(request: Request, exc: Exception) -> OrjsonResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, code, message, headers=headers)
-
-
-async def _api(request: Request, exc: Exception) -> OrjsonResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-
-async def _unavailable(request: Request, exc: Exception) -> OrjsonResponse:
-    log.warning("%s %s: a backing service failed: %r", request.method, request.url.path, exc)
-    return error_response(
-        503,
-        "service_unavailable",
-        "a backing service is unavailable; retry later",
-        headers={"Retry-After": "1"},
-    )
 
 
 #: Failures of the services behind the API (not of the client): a 503.
@@ -173,15 +163,29 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
-async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
-    log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
+def response_for(exc: Exception, method: str, path: str) -> OrjsonResponse:
+    """The error answer for an exception raised while handling ``method path``."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, UNAVAILABLE):
+        log.warning("%s %s: a backing service failed: %r", method, path, exc)
+        return error_response(
+            503,
+            "service_unavailable",
+            "a backing service is unavailable; retry later",
+            headers={"Retry-After": "1"},
+        )
+    log.error("%s %s failed: %r", method, path, exc, exc_info=exc)
     return error_response(500, "internal", "internal error")
+
+
+async def _handled(request: Request, exc: Exception) -> OrjsonResponse:
+    return response_for(exc, request.method, request.url.path)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(ApiError, _api)
-    for kind in UNAVAILABLE:
-        app.add_exception_handler(kind, _unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    kinds: tuple[type[Exception], ...] = (ApiError, *UNAVAILABLE, Exception)
+    for kind in kinds:
+        app.add_exception_handler(kind, _handled)

@@ -15,6 +15,7 @@ from projections.request_results import RequestResults
 from projections.tenant_directory import TenantDirectory
 from quotaflow.tokens import smollm2_tokenizer
 from quotaflow.wiring import event_log, topology
+from streams.ingress.appender import Appender
 from streams.ingress.auth import Authenticator
 from streams.ingress.idempotency import IdempotencyStore
 from streams.ingress.settings import IngressSettings
@@ -33,6 +34,7 @@ class Services:
     topology: Topology
     requests: AppTopic
     catalog: AppTopic
+    appender: Appender
     redis: Redis
     pool: AsyncConnectionPool[Any]
     waiter: DecisionWaiter
@@ -64,6 +66,7 @@ class Services:
             topology=topo,
             requests=app.topic(topo.requests),
             catalog=app.topic(topo.catalog),
+            appender=Appender(event_log_),
             redis=redis,
             pool=pool,
             waiter=waiter,
@@ -75,6 +78,7 @@ class Services:
         )
 
     async def close(self) -> None:
+        await self.appender.close()
         await self.waiter.close()
         await self.pool.close()
         await self.redis.aclose()

@@ -28,6 +28,9 @@ class IngressSettings(Settings):
     max_prompt_chars: int = Field(
         65_536, ge=1, le=200_000, description="largest prompt (all message contents together)"
     )
+    fast_path: bool = Field(
+        True, description="serve POST /v1/requests as plain ASGI (see streams.ingress.fastpath)"
+    )
     decision_cache: int = Field(
         65_536, ge=0, description="recent decisions kept in process (for idempotent retries)"
     )

@@ -147,11 +147,11 @@ def _request(state: QuotaState, event: Any, now: int, stamp: datetime, due: Due)
         return _reject(e, stamp, "unknown_tenant", requested, None, "no quota policy")
     policy = tenant.policy
     freed = [res for tenant_id, res in due if tenant_id == e.tenant_id] if due else _NOTHING
-    stale = _window_start(tenant, now)
+    head = _window_start(tenant, now)
     verdict = (
         _budget(tenant, policy, now, requested, freed)
-        or _tpm(tenant, policy, now, requested, freed, stale)
-        or _rpm(tenant, policy, now, stale)
+        or _tpm(tenant, policy, now, requested, freed, head)
+        or _rpm(tenant, policy, now, head)
         or _concurrency(tenant, policy, now, freed)
     )
     if verdict is not None:

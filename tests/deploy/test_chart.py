@@ -55,7 +55,7 @@ def test_helm_lint_passes(name: str, values: Path | None) -> None:
 def test_every_manifest_validates_against_its_schema(rendered: tuple[str, list[Manifest]]) -> None:
     name, docs = rendered
     kinds = Counter(d["kind"] for d in docs)
-    assert kinds["Deployment"] == 7, kinds  # ingress, 5 agent pods, triton
+    assert kinds["Deployment"] == 8, kinds  # ingress, 6 agent pods, triton
     assert kinds["Job"] == 1
     assert kinds["ConfigMap"] == 1
     assert kinds["Service"] == 3
@@ -82,6 +82,7 @@ def test_a_deployment_per_component_running_its_agents(
         "quota-view",
         "billing",
         "tenant-directory",
+        "request-results",
         "triton",
     }
     runs = {
@@ -123,7 +124,7 @@ def test_partitioned_agents_never_exceed_the_partition_count(
     agents = {
         n for n, d in deployments.items() if d["metadata"]["labels"].get("quotaflow.io/agent")
     }
-    assert len(agents) == 5
+    assert len(agents) == 6
     for name in agents:
         assert deployments[name]["spec"].get("replicas", 1) <= partitions
     for scaled in by_kind(docs, "ScaledObject").values():
@@ -137,6 +138,13 @@ def test_max_replicas_are_capped_at_partitions_from_values() -> None:
     assert scaled["spec"]["maxReplicaCount"] == 3
     docs = render(set_values=["partitions=64", "agents.inference.autoscaling.maxReplicas=50"])
     assert by_kind(docs, "ScaledObject")["qf-quotaflow-inference"]["spec"]["maxReplicaCount"] == 50
+
+
+def test_values_are_checked_against_the_chart_schema() -> None:
+    with pytest.raises(RenderError, match="autoscalling"):
+        render(set_values=["agents.inference.autoscalling.enabled=true"])
+    with pytest.raises(RenderError, match="partitions"):
+        render(set_values=["partitions=0"])
 
 
 def test_more_replicas_than_partitions_is_refused() -> None:

@@ -30,7 +30,8 @@ async def test_creating_a_tenant_appends_its_key_hash_and_the_key_works_at_once(
     assert r.status_code == 201, r.text
     created = r.json()
     key = created["api_key"]
-    assert created["active"] is True and created["tenant_id"] == "newco"
+    assert created["active"] is True
+    assert created["tenant_id"] == "newco"
     registered = [
         e
         for e in await events_of(env, env.topology.requests.stream_for("newco"))

@@ -21,7 +21,8 @@ def error_of(r: object, status: int, code: str | None = None) -> dict[str, objec
     body = r.json()
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "details"}
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code, body
     return dict(body["error"])
@@ -153,10 +154,12 @@ async def test_usage_and_invoices_answer_for_good_dates(
         "/v1/tenants/careless/usage?from=2026-01-01&to=2026-02-01&group_by=model", headers=key
     )
     assert r.status_code == 200, r.text
-    assert r.json()["rows"] == [] and r.json()["group_by"] == "model"
+    assert r.json()["rows"] == []
+    assert r.json()["group_by"] == "model"
     r = await env.client.get("/v1/tenants/careless/invoices/2026-11", headers=key)
     assert r.status_code == 200, r.text
-    assert r.json()["period"] == "2026-11-01" and r.json()["total"] == "0.00"
+    assert r.json()["period"] == "2026-11-01"
+    assert r.json()["total"] == "0.00"
 
 
 async def test_unknown_routes_and_methods_use_the_error_body(

@@ -44,7 +44,8 @@ async def test_texts_are_kept_once_with_a_ttl(redis: Redis, unique: str) -> None
         assert await results.apply("r-0", items) == 0
         assert await results.apply("r-0", [(4, completed(a, "second"))]) == 1
         got = await results.get(str(a))
-        assert got is not None and (got.text, got.tenant_id) == ("first", "t")
+        assert got is not None
+        assert (got.text, got.tenant_id) == ("first", "t")
         assert (got.prompt_tokens, got.completion_tokens) == (3, 2)
         assert await results.get(str(b)) is None
         assert 0 < await redis.ttl(f"{unique}:res:r:{a}") <= 60

@@ -64,7 +64,9 @@ async def test_keys_resolve_by_hash_and_policies_follow(directory: TenantDirecto
     assert await directory.tenant_for_key(h("key-b")) == "b"
     assert await directory.tenant_for_key("key-a") is None  # the raw key is not a key
     entry = await directory.tenant("a")
-    assert entry is not None and entry.policy.token_budget == 7 and entry.name == "a inc"
+    assert entry is not None
+    assert entry.policy.token_budget == 7
+    assert entry.name == "a inc"
     assert [t.tenant_id for t in await directory.tenants()] == ["a", "b"]
     assert await directory.positions(["s-0", "s-1"]) == {"s-0": 5, "s-1": -1}
 
@@ -91,7 +93,8 @@ async def test_a_new_registration_rotates_the_key(directory: TenantDirectory) ->
     assert await directory.tenant_for_key(h("old")) is None
     assert await directory.tenant_for_key(h("new")) == "a"
     entry = await directory.tenant("a")
-    assert entry is not None and entry.policy.token_budget == 2
+    assert entry is not None
+    assert entry.policy.token_budget == 2
 
 
 async def test_the_position_moves_past_other_events(directory: TenantDirectory) -> None:

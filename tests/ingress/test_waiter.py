@@ -58,8 +58,10 @@ async def test_futures_are_resolved_by_request_id() -> None:
         await log.append("quota-0", [encode(reserved(a))])
         got_a = await DecisionWaiter.wait(fa, 2)
         got_b = await DecisionWaiter.wait(fb, 2)
-        assert got_a is not None and got_a.status == "reserved"
-        assert got_b is not None and got_b.reason == "tpm"
+        assert got_a is not None
+        assert got_a.status == "reserved"
+        assert got_b is not None
+        assert got_b.reason == "tpm"
         assert await DecisionWaiter.wait(fn, 0.05) is None
         for rid in (a, b, never):
             waiter.forget(str(rid))
@@ -67,7 +69,8 @@ async def test_futures_are_resolved_by_request_id() -> None:
         # a decision that came earlier is found by a later waiter
         assert waiter.recent(str(a)) == got_a
         late = waiter.expect(str(a))
-        assert late.done() and late.result() == got_a
+        assert late.done()
+        assert late.result() == got_a
         waiter.forget(str(a))
     finally:
         await waiter.close()

@@ -79,6 +79,63 @@ def across_midnight() -> list[Event]:
     return b.events
 
 
+def long_running() -> list[Event]:
+    """A reservation open for longer than the rate window, closed after others left it."""
+    b = Builder(now=datetime(2025, 5, 9, 12, 0, tzinfo=UTC))
+    b.register("acme", token_budget=1_000, tokens_per_minute=500, reservation_ttl_s=600)
+    slow = b.request("acme", prompt=0, max_tokens=100)
+    quick = b.wait(1).request("acme", prompt=0, max_tokens=100)
+    b.complete(quick, completion=10)
+    b.wait(90).request("acme", prompt=0, max_tokens=50)
+    b.wait(1).complete(slow, completion=80)
+    b.wait(1).request("acme", prompt=0, max_tokens=50)
+    b.wait(100).tick()
+    b.request("acme", prompt=0, max_tokens=1)
+    return b.events
+
+
+@pytest.mark.parametrize("events", [scenario(), across_midnight(), long_running()])
+async def test_the_view_equals_the_fold_after_every_event(
+    view: QuotaView, events: list[Event]
+) -> None:
+    """Applied one event at a time, the view agrees with the agent's state at every step."""
+    state, offset = QuotaState(), 0
+    for i, event in enumerate(events):
+        outs = decide(state, event)
+        evolve(state, event)
+        for out in outs:
+            evolve(state, out)
+        await view.apply(REQUESTS, [(i, event)])
+        for out in outs:
+            await view.apply(QUOTA, [(offset, out)])
+            offset += 1
+        await assert_matches_fold(view, state, from_us(state.now))
+
+
+@pytest.mark.parametrize("events", [across_midnight(), long_running()])
+async def test_every_split_in_two_batches_gives_the_same_view(
+    redis: Redis, events: list[Event]
+) -> None:
+    state, requests, quota = agent(events)
+    whole = QuotaView(redis, prefix=scratch_prefix())
+    try:
+        await whole.apply(REQUESTS, requests)
+        await whole.apply(QUOTA, quota)
+        expected = await whole.snapshot()
+        for k in range(len(quota) + 1):
+            split = QuotaView(redis, prefix=scratch_prefix())
+            try:
+                await split.apply(REQUESTS, requests)
+                await split.apply(QUOTA, quota[:k])
+                await split.apply(QUOTA, quota[k:])
+                assert await split.snapshot() == expected
+                await assert_matches_fold(split, state, from_us(state.now))
+            finally:
+                await split.clear()
+    finally:
+        await whole.clear()
+
+
 async def test_usage_is_charged_to_the_period_of_the_reservation(view: QuotaView) -> None:
     state, requests, quota = agent(across_midnight())
     await view.apply(REQUESTS, requests)
@@ -127,7 +184,7 @@ async def test_the_view_forgets_closed_reservations_that_left_the_window(
     kept = {t: set(v["reservations"]) for t, v in snapshot["tenants"].items()}
     window = {t: set(v["window"]) for t, v in snapshot["tenants"].items()}
     last = {
-        e.tenant_id: {str(e.request_id)}
+        e.tenant_id: {e.request_id.hex}
         for _, e in requests[-3:]
         if isinstance(e, InferenceRequested)
     }
