@@ -90,7 +90,12 @@ async def main(count: int) -> None:
     topo = Topology(partitions=1, prefix=f"bench-{run}-")
     prefix = f"bench-{run}:"
     cfg = settings.model_copy(
-        update={"stream_prefix": topo.prefix, "partitions": 1, "redis_prefix": prefix}
+        update={
+            "stream_prefix": topo.prefix,
+            "partitions": 1,
+            "redis_prefix": prefix,
+            "quota_tick_s": 0,
+        }
     )
     app = build_app(cfg)
     log = app.log

@@ -31,7 +31,7 @@ from bench.log_rates import raw_consume
 from events import encode
 from projections.audit import AuditOptions, Auditor, audit
 from projections.audit.expected import billing_expected, by_tenant, quota_expected
-from projections.audit.logread import read_range, tails
+from projections.audit.logread import gc_paused, read_range, tails
 from projections.audit.model import Findings
 from projections.audit.rebuild import BillingTarget, RebuildStats, rebuild
 from projections.audit.summary import tenant_summaries
@@ -82,9 +82,10 @@ async def publish(log: RabbitEventLog, world: World, report: Report) -> dict[str
 async def log_read(log: RabbitEventLog, ends: dict[str, int]) -> float:
     stats = ReadStats()
     started = time.perf_counter()
-    for stream, end in ends.items():
-        async for _ in read_range(log, stream, Position.first(), end, stats=stats):
-            pass
+    with gc_paused():  # as the audit and the rebuilds read
+        for stream, end in ends.items():
+            async for _ in read_range(log, stream, Position.first(), end, stats=stats):
+                pass
     return stats.records / (time.perf_counter() - started)
 
 
@@ -99,16 +100,21 @@ async def rebuilt(log: RabbitEventLog, target: Any, deadletter: str) -> float:
 async def recompute_parts(log: RabbitEventLog, topo: Topology) -> dict[str, float]:
     """The audit without the views, timed part by part."""
     auditor = Auditor(log, topo, AuditOptions())
-    await auditor.read()
+    with gc_paused():
+        await auditor.read()
+        return _recompute(auditor)
+
+
+def _recompute(auditor: Auditor) -> dict[str, float]:
     t = auditor.timings
     events = auditor.stats.events
     started = time.perf_counter()
     facts = auditor.facts
-    billing_expected(facts, None)
+    everything = billing_expected(facts, None)
     lives = by_tenant(facts)
     for tid in lives:
         quota_expected(facts, lives[tid], tid, None)
-    tenant_summaries(facts, lives)
+    tenant_summaries(facts, lives, billing=everything)
     findings = Findings()
     auditor.finish(findings)
     after = time.perf_counter() - started

@@ -11,10 +11,10 @@ the reservation), never by the order of arrival, so the result is the same.
 Keys (``prefix`` is configurable, so a replay can rebuild into a scratch prefix):
 
 * ``{prefix}pos`` hash stream -> last applied offset
-* ``{prefix}q`` hash tenant -> its quota, ``|``-separated (see ``QUOTA_FIELDS``): policy,
-  used/reserved of the latest day and month, open count/tokens, rejections, event time
-* ``{prefix}r`` hash ``tenant:request id`` (32 hex digits) -> ``t|tokens|counted|open``:
-  open reservations, and closed ones still in their tenant's rate window
+* ``{prefix}q`` hash tenant -> its quota, a MessagePack array (see ``QUOTA_FIELDS``):
+  policy, used/reserved of the latest day and month, open count/tokens, rejections, time
+* ``{prefix}r`` hash ``tenant:request id`` (32 hex digits) -> MessagePack ``[admitted at,
+  tokens, counted, open]``: open reservations, and closed ones still in the rate window
 * ``{prefix}w:{tenant}`` sorted set request id by admission time (µs): the rate window
 * ``{prefix}pe`` set ``tenant:policy event id`` of applied policy events (a duplicate is
   skipped)
@@ -164,7 +164,7 @@ class QuotaView:
         """
         # entries admitted after at - 60 s (all of the sorted set when reading at ``now``)
         since = "-inf" if at is None else str(to_us(at) - WINDOW_US)
-        reply = await self._read(args=[self._prefix, tenant_id, since])
+        reply = await self._read(args=[self._prefix, "tenant", tenant_id, since])
         if not reply:
             return None
         q = _quota(reply[0])
@@ -198,26 +198,22 @@ class QuotaView:
     async def snapshot(self) -> dict[str, Any]:
         """The whole view as plain data (for comparing two views)."""
         p = self._prefix
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(p + "pos")
-            pipe.hgetall(p + "q")
-            pipe.hgetall(p + "r")
-            pipe.smembers(p + "pe")
-            positions, quotas, records, policy_events = await pipe.execute()
+        quotas, records = await self._read(args=[p, "all"])
         tenants: dict[str, Any] = {
             _str(t): {"quota": _quota(v), "reservations": {}, "policy_events": []}
-            for t, v in quotas.items()
+            for t, v in zip(quotas[::2], quotas[1::2], strict=True)
         }
-        for key, record in records.items():
+        for key, record in zip(records[::2], records[1::2], strict=True):
             tenant, rid = _str(key).split(":")
             tenants[tenant]["reservations"][rid] = _str(record)
-        for member in policy_events:
+        for member in await self._redis.smembers(p + "pe"):
             tenant, event_id = _str(member).split(":")
             tenants[tenant]["policy_events"].append(event_id)
         for tenant, data in tenants.items():
             data["policy_events"].sort()
             window: list[Any] = await self._redis.zrange(f"{p}w:{tenant}", 0, -1, withscores=True)
             data["window"] = {_str(m): int(s) for m, s in window}
+        positions = await self._redis.hgetall(p + "pos")
         return {
             "positions": {_str(k): int(v) for k, v in positions.items()},
             "tenants": tenants,

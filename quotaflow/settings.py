@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     stream_prefix: str = Field("", description="prefix of every stream name (e.g. 'staging-')")
     retention_max_bytes: int = Field(20 * 1024**3, ge=1, description="per stream")
     retention_segment_bytes: int = Field(500 * 1024**2, ge=1)
+    quota_tick_s: float = Field(
+        10.0, ge=0, description="ClockTicked interval per idle partition, seconds (0: off)"
+    )
     billing_schema: str = Field("billing", description="PostgreSQL schema of the billing view")
     redis_prefix: str = Field("qf:", description="key prefix of the Redis quota view")
     http_host: str = "0.0.0.0"

@@ -39,7 +39,7 @@ def build_app(settings: Settings) -> App:
     from streams.agents.tenant_directory import DirectoryStore, register_tenant_directory
 
     app = App("quotaflow", event_log(settings), topology=topology(settings))
-    register_quota(app)
+    register_quota(app, tick_s=settings.quota_tick_s or None)
     register_quota_view(app, QuotaViewStore(settings.redis_url, settings.redis_prefix))
     register_billing(app, BillingStore(settings.postgres_dsn, settings.billing_schema))
     register_tenant_directory(app, DirectoryStore(settings.redis_url, settings.redis_prefix))

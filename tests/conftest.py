@@ -16,6 +16,11 @@ __all__ = ["triton_server"]  # one tritonserver per session, shared by every tes
 
 RUN_ID = uuid.uuid4().hex[:8]
 
+# Clock ticks (ClockTicked every 10 s per partition) carry today's time; tests replay events
+# stamped in the past and compare decisions with a pure replay of what they published, so
+# ticks are off unless a test turns them on (tests/agents/test_quota_clock.py does).
+os.environ.setdefault("QUOTAFLOW_QUOTA_TICK_S", "0")
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:

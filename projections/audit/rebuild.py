@@ -29,7 +29,15 @@ from typing import Any, Protocol
 
 from psycopg import AsyncConnection, sql
 
-from projections.audit.logread import Advance, Chunk, dead_lettered, read_range, skips_of, tails
+from projections.audit.logread import (
+    Advance,
+    Chunk,
+    dead_lettered,
+    gc_paused,
+    read_range,
+    skips_of,
+    tails,
+)
 from projections.billing import apply, positions, promote, reset
 from projections.replay import ReadStats, overlapped
 from streams.log import EventLog, Position
@@ -90,7 +98,8 @@ async def rebuild(
     stats = stats if stats is not None else RebuildStats()
     await target.reset()
     dead = await dead_lettered(log, deadletter, target.agents) if deadletter else set()
-    await _apply_ranges(log, target, starts, ends, dead, advance, batch, stats)
+    with gc_paused():
+        await _apply_ranges(log, target, starts, ends, dead, advance, batch, stats)
     return stats
 
 

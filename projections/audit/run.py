@@ -33,7 +33,14 @@ from projections.audit.expected import (
 )
 from projections.audit.facts import Facts
 from projections.audit.invariants import check_conservation, check_duplicates, check_lives
-from projections.audit.logread import Advance, Chunk, dead_lettered, read_range, tails
+from projections.audit.logread import (
+    Advance,
+    Chunk,
+    dead_lettered,
+    gc_paused,
+    read_range,
+    tails,
+)
 from projections.audit.model import Discrepancy, Findings
 from projections.audit.redis_view import compare_quota
 from projections.audit.summary import tenant_summaries
@@ -215,8 +222,23 @@ async def audit(
     phase: Phase | None = None,
 ) -> AuditResult:
     """Audit the log and the views given (``billing``: an autocommit connection and the
-    schema; ``quota``: the live view)."""
-    options = options or AuditOptions()
+    schema; ``quota``: the live view). Cyclic garbage collection is paused meanwhile (see
+    :func:`~projections.audit.logread.gc_paused`)."""
+    with gc_paused():
+        return await _audit(
+            log, topology, options or AuditOptions(), billing, quota, advance, phase
+        )
+
+
+async def _audit(
+    log: EventLog,
+    topology: Topology,
+    options: AuditOptions,
+    billing: tuple[AsyncConnection[Any], str] | None,
+    quota: QuotaView | None,
+    advance: Advance | None,
+    phase: Phase | None,
+) -> AuditResult:
     say = phase or (lambda _, __: None)
     started = time.perf_counter()
     auditor = Auditor(log, topology, options, advance)

@@ -23,39 +23,19 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
--- a tenant's quota: these fields joined by '|', in this order ('' = no policy yet); wmin is
--- the earliest admission in the tenant's window sorted set (-1 when it is empty)
-local FIELDS = {'budget', 'period', 'tpm', 'rpm', 'maxc', 'ttl', 'pt', 'now', 'mk', 'mke', 'um',
-                'rm', 'dk', 'ud', 'rd', 'openn', 'opent', 'rej', 'wmin'}
-local function decode_quota(v)
-  local q = {pt = -1, now = -1, mk = -1, mke = -1, um = 0, rm = 0, dk = -1, ud = 0, rd = 0,
-             openn = 0, opent = 0, rej = 0, wmin = -1}
-  if not v then return q end
-  local i = 1
-  for x in string.gmatch(v .. '|', '([^|]*)|') do
-    local k = FIELDS[i]
-    if k and x ~= '' then q[k] = (k == 'period') and x or tonumber(x) end
-    i = i + 1
-  end
-  return q
-end
-local function encode_quota(q)
-  local parts = {}
-  for i, k in ipairs(FIELDS) do
-    local x = q[k]
-    if x == nil then parts[i] = '' elseif k == 'period' then parts[i] = x else parts[i] = fmt(x) end
-  end
-  return table.concat(parts, '|')
+-- A tenant's quota: a MessagePack array (exact integers, packed and unpacked in C), fields by
+-- these indices; policy fields are false until a policy is seen. WMIN is the earliest
+-- admission in the tenant's window sorted set (-1 when it is empty).
+local BUDGET, PERIOD, TPM, RPM, MAXC, TTL, PT, NOW, MK, MKE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local UM, RM, DK, UD, RD, OPENN, OPENT, REJ, WMIN = 11, 12, 13, 14, 15, 16, 17, 18, 19
+local function new_quota()
+  return {false, false, false, false, false, false, -1, -1, -1, -1, 0, 0, -1, 0, 0, 0, 0, 0, -1}
 end
 
--- a reservation, field "tenant:request id": "admitted at|tokens|tokens counted|open (1/0)"
-local function parse(v)
-  local t, tok, cnt, op = string.match(v, '^(%-?%d+)|(%d+)|(%d+)|(%d)$')
-  return {t = tonumber(t), tok = tonumber(tok), cnt = tonumber(cnt), open = op == '1'}
-end
-local function unparse(r)
-  return fmt(r.t) .. '|' .. fmt(r.tok) .. '|' .. fmt(r.cnt) .. (r.open and '|1' or '|0')
-end
+-- A reservation, field "tenant:request id": MessagePack {admitted at, tokens, tokens counted
+-- in the window, open}; the last byte tells open (0xc3, true) from closed (0xc2, false).
+local T, TOK, CNT, OPEN = 1, 2, 3, 4
+local CLOSED_BYTE = 0xc2
 
 -- a command with a fixed key and a long list of arguments, in chunks; the replies, joined
 local function bulk(cmd, key, list, step)
@@ -92,14 +72,16 @@ end
 -- 2. load them
 local tenants, recs = {}, {}
 local values = bulk('HMGET', Q, tids, 1)
-for i, tid in ipairs(tids) do tenants[tid] = decode_quota(values[i]) end
+for i, tid in ipairs(tids) do
+  tenants[tid] = values[i] and cmsgpack.unpack(values[i]) or new_quota()
+end
 values = bulk('HMGET', R, keys, 1)
-for i, key in ipairs(keys) do recs[key] = values[i] and parse(values[i]) or false end
+for i, key in ipairs(keys) do recs[key] = values[i] and cmsgpack.unpack(values[i]) or false end
 
 -- 3. apply, in memory
 local dirty, added = {}, {}
 local function advance(q, t)
-  if t > q.now then q.now = t end
+  if t > q[NOW] then q[NOW] = t end
 end
 for _, f in ipairs(events) do
   local kind, tid = f[1], f[3]
@@ -108,39 +90,39 @@ for _, f in ipairs(events) do
     local t, tok, mk, dk = f[5], f[6], f[7], f[9]
     advance(q, t)
     if not recs[f.key] then
-      if mk > q.mk then q.mk = mk; q.mke = f[8]; q.um = 0; q.rm = 0 end
-      if mk == q.mk then q.rm = q.rm + tok end
-      if dk > q.dk then q.dk = dk; q.ud = 0; q.rd = 0 end
-      if dk == q.dk then q.rd = q.rd + tok end
-      q.openn = q.openn + 1
-      q.opent = q.opent + tok
-      recs[f.key] = {t = t, tok = tok, cnt = tok, open = true, tid = tid, rid = f[4]}
+      if mk > q[MK] then q[MK] = mk; q[MKE] = f[8]; q[UM] = 0; q[RM] = 0 end
+      if mk == q[MK] then q[RM] = q[RM] + tok end
+      if dk > q[DK] then q[DK] = dk; q[UD] = 0; q[RD] = 0 end
+      if dk == q[DK] then q[RD] = q[RD] + tok end
+      q[OPENN] = q[OPENN] + 1
+      q[OPENT] = q[OPENT] + tok
+      recs[f.key] = {t, tok, tok, true}
       dirty[f.key] = true
       added[f.key] = true
     end
   elseif kind == 'S' or kind == 'L' then
     advance(q, f[5])
     local r = recs[f.key]
-    if r and r.open then
-      local charged = 0
-      if kind == 'S' then charged = math.min(f[6], r.tok) end
+    if r and r[OPEN] then
+      local charged, t, tok = 0, r[T], r[TOK]
+      if kind == 'S' then charged = math.min(f[6], tok) end
       -- charged to the period of the reservation: counted only if that is the latest one
-      if r.t >= q.mk and r.t < q.mke then q.um = q.um + charged; q.rm = q.rm - r.tok end
-      if r.t >= q.dk and r.t < q.dk + DAY then q.ud = q.ud + charged; q.rd = q.rd - r.tok end
-      q.openn = q.openn - 1
-      q.opent = q.opent - r.tok
-      r.cnt = charged
-      r.open = false
+      if t >= q[MK] and t < q[MKE] then q[UM] = q[UM] + charged; q[RM] = q[RM] - tok end
+      if t >= q[DK] and t < q[DK] + DAY then q[UD] = q[UD] + charged; q[RD] = q[RD] - tok end
+      q[OPENN] = q[OPENN] - 1
+      q[OPENT] = q[OPENT] - tok
+      r[CNT] = charged
+      r[OPEN] = false
       dirty[f.key] = true
     end
   elseif kind == 'J' then
     advance(q, f[4])
-    q.rej = q.rej + 1
+    q[REJ] = q[REJ] + 1
   elseif kind == 'P' then
     if redis.call('SADD', PE, tid .. ':' .. f[4]) == 1 then
-      if f[5] > q.pt then q.pt = f[5] end
-      q.budget, q.period, q.tpm = f[6], f[7], f[8]
-      q.rpm, q.maxc, q.ttl = f[9], f[10], f[11]
+      if f[5] > q[PT] then q[PT] = f[5] end
+      q[BUDGET], q[PERIOD], q[TPM] = f[6], f[7], f[8]
+      q[RPM], q[MAXC], q[TTL] = f[9], f[10], f[11]
     end
   end
 end
@@ -150,17 +132,17 @@ end
 local put, gone, zadd = {}, {}, {}
 for key in pairs(dirty) do
   local r = recs[key]
-  local cutoff = tenants[key:match('^([^:]*)')].now - W
-  if not r.open and r.t <= cutoff then
+  local cutoff = tenants[key:match('^([^:]*)')][NOW] - W
+  if not r[OPEN] and r[T] <= cutoff then
     gone[#gone + 1] = key
   else
     put[#put + 1] = key
-    put[#put + 1] = unparse(r)
-    if added[key] and r.t > cutoff then
+    put[#put + 1] = cmsgpack.pack(r)
+    if added[key] and r[T] > cutoff then
       local tid = key:match('^([^:]*)')
       local z = zadd[tid]
       if not z then z = {}; zadd[tid] = z end
-      z[#z + 1] = fmt(r.t)
+      z[#z + 1] = fmt(r[T])
       z[#z + 1] = key:sub(#tid + 2)
     end
   end
@@ -173,17 +155,17 @@ for _, tid in ipairs(tids) do
     bulk('ZADD', wk, z, 2)
     for j = 1, #z, 2 do
       local t = tonumber(z[j])
-      if q.wmin < 0 or t < q.wmin then q.wmin = t end
+      if q[WMIN] < 0 or t < q[WMIN] then q[WMIN] = t end
     end
   end
-  local cutoff = q.now - W
-  if q.wmin >= 0 and q.wmin <= cutoff then
+  local cutoff = q[NOW] - W
+  if q[WMIN] >= 0 and q[WMIN] <= cutoff then
     for _, rid in ipairs(redis.call('ZRANGEBYSCORE', wk, '-inf', fmt(cutoff))) do
       old[#old + 1] = tid .. ':' .. rid
     end
     redis.call('ZREMRANGEBYSCORE', wk, '-inf', fmt(cutoff))
     local first = redis.call('ZRANGE', wk, 0, 0, 'WITHSCORES')
-    q.wmin = first[2] and tonumber(first[2]) or -1
+    q[WMIN] = first[2] and tonumber(first[2]) or -1
   end
 end
 -- what left the windows: closed reservations go
@@ -191,21 +173,21 @@ local unknown = {}
 for _, key in ipairs(old) do
   local r = recs[key]
   if r ~= nil then
-    if r and not r.open then gone[#gone + 1] = key end
+    if r and not r[OPEN] then gone[#gone + 1] = key end
   else
     unknown[#unknown + 1] = key
   end
 end
 values = bulk('HMGET', R, unknown, 1)
 for i, key in ipairs(unknown) do
-  if values[i] and string.byte(values[i], -1) == 48 then gone[#gone + 1] = key end
+  if values[i] and string.byte(values[i], -1) == CLOSED_BYTE then gone[#gone + 1] = key end
 end
 bulk('HSET', R, put, 2)
 bulk('HDEL', R, gone, 1)
 local flat = {}
 for _, tid in ipairs(tids) do
   flat[#flat + 1] = tid
-  flat[#flat + 1] = encode_quota(tenants[tid])
+  flat[#flat + 1] = cmsgpack.pack(tenants[tid])
 end
 bulk('HSET', Q, flat, 2)
 

@@ -45,6 +45,9 @@ def create_app(settings: IngressSettings | None = None, *, log: EventLog | None 
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # OpenTelemetry is not configured here (Prometheus is); without this FastAPI looks up
+        # three environment variables on every request to find out
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = None
     errors.install(app)

@@ -85,6 +85,7 @@ def app_for(settings: Settings, topo: Topology, redis_prefix: str) -> App:
                 "stream_prefix": topo.prefix,
                 "partitions": topo.partitions,
                 "redis_prefix": redis_prefix,
+                "quota_tick_s": 0,  # the decisions must be those of the published events alone
             }
         )
     )
@@ -201,6 +202,7 @@ async def test_killing_the_quota_agent_and_the_view_loses_and_repeats_nothing(
         "QUOTAFLOW_STREAM_PREFIX": topology.prefix,
         "QUOTAFLOW_PARTITIONS": str(topology.partitions),
         "QUOTAFLOW_REDIS_PREFIX": redis_prefix,
+        "QUOTAFLOW_QUOTA_TICK_S": "0",  # decisions must follow from the published events alone
     }
     agents = ["quota", "quota-view"]
     factory = "quotaflow.wiring:build_app"
