@@ -57,6 +57,10 @@ bench-quota: setup services
 bench-inference: setup services
     python -m bench.inference_rates
 
+# replay (rebuild into scratch) and audit rates over 500k events vs raw consume
+bench-replay: setup services
+    python -m bench.replay_rates
+
 # billing view rebuild rate vs raw consume+decode
 bench-billing: setup services
     python -m bench.billing_rates

@@ -55,7 +55,7 @@ def build(topo: Topology, events: int, report: Report) -> World:
         topo,
         random.Random(11),
         tenants=50,
-        requests=max(10, events * 10 // 37),
+        requests=max(10, events * 100 // 275),  # about 2.8 events a request
         gap_ms=30,
         prefix="bench",
     )

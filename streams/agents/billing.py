@@ -9,6 +9,7 @@ any point leaves the view exact, and a re-applied event changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -29,8 +30,13 @@ class BillingStore:
         self.dsn = dsn
         self.schema = schema
         self._pool: AsyncConnectionPool[Any] | None = None
+        self._opening = asyncio.Lock()  # both billing agents may ask at once: one pool
 
     async def pool(self) -> AsyncConnectionPool[Any]:
+        async with self._opening:
+            return await self._open()
+
+    async def _open(self) -> AsyncConnectionPool[Any]:
         if self._pool is None:
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 self.dsn, min_size=1, max_size=4, open=False
