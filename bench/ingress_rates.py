@@ -200,6 +200,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pgrep(name: str) -> list[str]:
+    try:
+        found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return found.stdout.split()
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure here."""
+    return os.getloadavg()[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -244,11 +257,13 @@ def summary(report: Report, step: Step, prefix: str) -> None:
     )
 
 
-async def main(rates: list[int], duration: float, baseline_duration: float) -> None:
+async def main(
+    rates: list[int], duration: float, baseline_duration: float, partitions: int | None
+) -> None:
     settings = Settings()
     report = Report("ingress")
     run = uuid.uuid4().hex[:6]
-    topo = Topology(partitions=settings.partitions, prefix=f"bench-{run}-")
+    topo = Topology(partitions=partitions or settings.partitions, prefix=f"bench-{run}-")
     redis_prefix = f"bench-{run}:"
     admin_key = secrets.token_urlsafe(24)
     port = free_port()
@@ -300,23 +315,27 @@ async def main(rates: list[int], duration: float, baseline_duration: float) -> N
         await run_step(port, warm, posts(400), classify=True)
         report.line(f"warm-up: {len(warm.latencies)} requests, {dict(warm.statuses)}")
         healthz = http_request("GET", "/healthz", {})
+        broker = [int(pid) for pid in _pgrep("beam.smp")[:1]]
         for rate in rates:
+            report.add(f"loadavg_before_{rate}", load_average())
             before = await scrape(port)
-            cpu = [cpu_seconds(p.pid) for p in (server, agents)] + [time.process_time()]
+            pids = [server.pid, agents.pid, *broker]
+            cpu = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
             step = Step("requests", rate)
             await run_step(port, step, posts(int(rate * duration)), classify=True)
-            cpu_after = [cpu_seconds(p.pid) for p in (server, agents)] + [time.process_time()]
+            cpu_after = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
             after = await scrape(port)
             summary(report, step, "requests")
             done = max(len(step.latencies), 1)
-            for name, a, b in zip(("server", "agents", "client"), cpu, cpu_after, strict=True):
+            names = ["server", "agents", *(["rabbitmq"] if broker else []), "client"]
+            for name, a, b in zip(names, cpu, cpu_after, strict=True):
                 report.add(f"cpu_{name}_{rate}_ms_per_request", (b - a) / done * 1000)
             report.line(
                 "          CPU ms/request: "
                 + ", ".join(
-                    f"{n} {report.figures[f'cpu_{n}_{rate}_ms_per_request']:.3f}"
-                    for n in ("server", "agents", "client")
+                    f"{n} {report.figures[f'cpu_{n}_{rate}_ms_per_request']:.3f}" for n in names
                 )
+                + (" (rabbitmq: the whole broker, other users' streams included)" if broker else "")
             )
             report.add(f"requests_{rate}_reserved", step.statuses.get("reserved", 0))
             report.add(f"requests_{rate}_pending", step.statuses.get("pending", 0))
@@ -334,8 +353,13 @@ async def main(rates: list[int], duration: float, baseline_duration: float) -> N
                 f"append start → decision mean {decided_ms:.2f} ms"
             )
             base = Step("healthz", rate)
+            server_cpu = cpu_seconds(server.pid)
             await run_step(port, base, [healthz] * int(rate * baseline_duration), classify=False)
+            server_cpu = cpu_seconds(server.pid) - server_cpu
             summary(report, base, "healthz")
+            per_request = server_cpu / max(len(base.latencies), 1) * 1000
+            report.add(f"cpu_server_healthz_{rate}_ms_per_request", per_request)
+            report.line(f"          CPU ms/request: server {per_request:.3f}")
             f = report.figures
             if f[f"healthz_{rate}_p99_ms"] > 0:
                 report.add(
@@ -364,6 +388,7 @@ async def main(rates: list[int], duration: float, baseline_duration: float) -> N
                 await redis.unlink(key)
         finally:
             await redis.aclose()
+    report.add("loadavg_end", load_average())
     report.add("duration_s", duration)
     report.add("cpu_cores", os.cpu_count() or 0)
     report.emit()
@@ -375,6 +400,9 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per rate step")
     parser.add_argument(
         "--baseline-duration", type=float, default=10.0, help="seconds of /healthz per rate"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="default: QUOTAFLOW_PARTITIONS (4)"
     )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -388,4 +416,4 @@ if __name__ == "__main__":
         uvloop.install()  # the client's own CPU cost matters on 2 cores
     except ImportError:
         pass
-    asyncio.run(main(rates, args.duration, args.baseline_duration))
+    asyncio.run(main(rates, args.duration, args.baseline_duration, args.partitions))

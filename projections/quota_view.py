@@ -11,8 +11,9 @@ the reservation), never by the order of arrival, so the result is the same.
 Keys (``prefix`` is configurable, so a replay can rebuild into a scratch prefix):
 
 * ``{prefix}pos`` hash stream -> last applied offset
-* ``{prefix}q`` hash tenant -> its quota, a MessagePack array (see ``QUOTA_FIELDS``):
-  policy, used/reserved of the latest day and month, open count/tokens, rejections, time
+* ``{prefix}q`` hash tenant -> its quota as text, the ``QUOTA_FIELDS`` joined by ``|`` (``''``
+  for a policy field not set): policy, used/reserved of the latest day and month, open
+  count/tokens, rejections, event time
 * ``{prefix}r`` hash ``tenant:request id`` (32 hex digits) -> MessagePack ``[admitted at,
   tokens, counted, open]``: open reservations, and closed ones still in the rate window
 * ``{prefix}w:{tenant}`` sorted set request id by admission time (µs): the rate window

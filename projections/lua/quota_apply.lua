@@ -9,7 +9,7 @@
 --   N off                                           anything else: only moves the position
 -- Events at or below the stored position of the stream are skipped. Returns how many were not.
 -- The number of calls does not grow with the tenants of a batch, except one ZADD per tenant
--- with new reservations and three per tenant whose window has entries to drop.
+-- with new reservations and two per tenant whose window has entries to drop.
 local P, stream = ARGV[1], ARGV[2]
 local last, W = tonumber(ARGV[3]), tonumber(ARGV[4])
 local POS, Q, R, PE = P .. 'pos', P .. 'q', P .. 'r', P .. 'pe'
@@ -23,13 +23,34 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
--- A tenant's quota: a MessagePack array (exact integers, packed and unpacked in C), fields by
--- these indices; policy fields are false until a policy is seen. WMIN is the earliest
--- admission in the tenant's window sorted set (-1 when it is empty).
+-- A tenant's quota: its fields by these indices, stored as text joined by '|' (the order of
+-- quota_view.QUOTA_FIELDS); policy fields are false ('' in text) until a policy is seen.
+-- WMIN is the earliest admission in the tenant's window sorted set (-1 when it is empty).
 local BUDGET, PERIOD, TPM, RPM, MAXC, TTL, PT, NOW, MK, MKE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local UM, RM, DK, UD, RD, OPENN, OPENT, REJ, WMIN = 11, 12, 13, 14, 15, 16, 17, 18, 19
-local function new_quota()
-  return {false, false, false, false, false, false, -1, -1, -1, -1, 0, 0, -1, 0, 0, 0, 0, 0, -1}
+local QUOTA_PATTERN = '^' .. string.rep('([^|]*)|', WMIN - 1) .. '([^|]*)$'
+local function decode_quota(v)
+  if not v then
+    return {false, false, false, false, false, false, -1, -1, -1, -1, 0, 0, -1, 0, 0, 0, 0, 0, -1}
+  end
+  local q = {string.match(v, QUOTA_PATTERN)}
+  for i = 1, WMIN do
+    local x = q[i]
+    if x == '' then q[i] = false elseif i ~= PERIOD then q[i] = tonumber(x) end
+  end
+  return q
+end
+-- the policy fields as text, then the counters and times (integers) in one format
+local QUOTA_FORMAT = '%s|%s|%s|%s|%s|%s' .. string.rep('|%.0f', WMIN - TTL)
+local function text(x)
+  if x == false then return '' end
+  if type(x) == 'string' then return x end
+  return fmt(x)
+end
+local function encode_quota(q)
+  return string.format(QUOTA_FORMAT, text(q[BUDGET]), text(q[PERIOD]), text(q[TPM]), text(q[RPM]),
+    text(q[MAXC]), text(q[TTL]), q[PT], q[NOW], q[MK], q[MKE], q[UM], q[RM], q[DK], q[UD], q[RD],
+    q[OPENN], q[OPENT], q[REJ], q[WMIN])
 end
 
 -- A reservation, field "tenant:request id": MessagePack {admitted at, tokens, tokens counted
@@ -73,7 +94,7 @@ end
 local tenants, recs = {}, {}
 local values = bulk('HMGET', Q, tids, 1)
 for i, tid in ipairs(tids) do
-  tenants[tid] = values[i] and cmsgpack.unpack(values[i]) or new_quota()
+  tenants[tid] = decode_quota(values[i])
 end
 values = bulk('HMGET', R, keys, 1)
 for i, key in ipairs(keys) do recs[key] = values[i] and cmsgpack.unpack(values[i]) or false end
@@ -160,12 +181,19 @@ for _, tid in ipairs(tids) do
   end
   local cutoff = q[NOW] - W
   if q[WMIN] >= 0 and q[WMIN] <= cutoff then
-    for _, rid in ipairs(redis.call('ZRANGEBYSCORE', wk, '-inf', fmt(cutoff))) do
-      old[#old + 1] = tid .. ':' .. rid
-    end
+    -- read the oldest entries until the first that stays: it is the new WMIN
+    local from, n, wmin = 0, 32, -1
+    repeat
+      local first = redis.call('ZRANGE', wk, from, from + n - 1, 'WITHSCORES')
+      for j = 1, #first, 2 do
+        local t = tonumber(first[j + 1])
+        if t > cutoff then wmin = t; break end
+        old[#old + 1] = tid .. ':' .. first[j]
+      end
+      from, n = from + n, n * 4
+    until wmin >= 0 or #first < 2 * (n / 4)
+    q[WMIN] = wmin
     redis.call('ZREMRANGEBYSCORE', wk, '-inf', fmt(cutoff))
-    local first = redis.call('ZRANGE', wk, 0, 0, 'WITHSCORES')
-    q[WMIN] = first[2] and tonumber(first[2]) or -1
   end
 end
 -- what left the windows: closed reservations go
@@ -187,7 +215,7 @@ bulk('HDEL', R, gone, 1)
 local flat = {}
 for _, tid in ipairs(tids) do
   flat[#flat + 1] = tid
-  flat[#flat + 1] = cmsgpack.pack(tenants[tid])
+  flat[#flat + 1] = encode_quota(tenants[tid])
 end
 bulk('HSET', Q, flat, 2)
 

@@ -1,4 +1,4 @@
--- Reads of the quota view, atomically, as text (the stored values are MessagePack).
+-- Reads of the quota view, atomically, as text (reservation records are stored MessagePack).
 -- ARGV: prefix, 'tenant', tenant, from (µs or -inf): that tenant's quota fields, then the
 --       records of its window entries admitted after from ({} if the view has no such tenant)
 -- ARGV: prefix, 'all': {{tenant, quota, ...}, {"tenant:request id", record, ...}}
@@ -11,15 +11,6 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
-local function quota_text(raw)
-  local q, parts = cmsgpack.unpack(raw), {}
-  for i = 1, #q do
-    local v = q[i]
-    if v == false then parts[i] = '' elseif type(v) == 'number' then parts[i] = fmt(v)
-    else parts[i] = v end
-  end
-  return table.concat(parts, '|')
-end
 
 local function record_text(raw)
   local r = cmsgpack.unpack(raw)
@@ -30,7 +21,7 @@ if mode == 'tenant' then
   local tid = ARGV[3]
   local raw = redis.call('HGET', P .. 'q', tid)
   if not raw then return {} end
-  local out = {quota_text(raw)}
+  local out = {raw}
   local from = ARGV[4] == '-inf' and '-inf' or '(' .. ARGV[4]
   local rids = redis.call('ZRANGEBYSCORE', P .. 'w:' .. tid, from, '+inf')
   for s = 1, #rids, 1000 do
@@ -44,6 +35,5 @@ if mode == 'tenant' then
 end
 
 local quotas, records = redis.call('HGETALL', P .. 'q'), redis.call('HGETALL', P .. 'r')
-for j = 2, #quotas, 2 do quotas[j] = quota_text(quotas[j]) end
 for j = 2, #records, 2 do records[j] = record_text(records[j]) end
 return {quotas, records}

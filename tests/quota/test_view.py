@@ -21,7 +21,7 @@ from events import (
 )
 from projections.quota_view import QuotaView
 from streams.quota import QuotaState, decide, evolve, tenant_quota
-from streams.quota.timeline import from_us
+from streams.quota.timeline import from_us, to_us
 from tests.quota.builder import TENANTS, UNKNOWN, Builder, build, scenarios
 from tests.quota.conftest import leftover_keys, redis_client, scratch_prefix
 
@@ -134,6 +134,26 @@ async def test_every_split_in_two_batches_gives_the_same_view(
                 await split.clear()
     finally:
         await whole.clear()
+
+
+async def test_many_entries_leave_the_window_at_once(view: QuotaView) -> None:
+    b = Builder()
+    b.register("acme", token_budget=10**6)
+    early = [b.request("acme", prompt=0, max_tokens=5) for _ in range(300)]
+    for req in early[:-1]:
+        b.complete(req, completion=1)
+    late = b.wait(61).request("acme", prompt=0, max_tokens=5)
+    b.wait(1).request("acme", prompt=0, max_tokens=5)
+    state, requests, quota = agent(b.events)
+    await view.apply(REQUESTS, requests)
+    await view.apply(QUOTA, quota[:-2])
+    await view.apply(QUOTA, quota[-2:-1])  # drops 300 entries from the window
+    await view.apply(QUOTA, quota[-1:])
+    await assert_matches_fold(view, state, from_us(state.now))
+    acme = (await view.snapshot())["tenants"]["acme"]
+    assert set(acme["window"]) == {late.request_id.hex, b.requests[-1].request_id.hex}
+    assert set(acme["reservations"]) == set(acme["window"]) | {early[-1].request_id.hex}
+    assert acme["quota"]["wmin"] == to_us(late.occurred_at)
 
 
 async def test_usage_is_charged_to_the_period_of_the_reservation(view: QuotaView) -> None:
