@@ -61,6 +61,10 @@ bench-inference: setup services
 bench-replay: setup services
     python -m bench.replay_rates
 
+# open-loop HTTP load on POST /v1/requests vs /healthz (500, 1000, 2000 req/s)
+bench-ingress: setup services
+    python -m bench.ingress_rates
+
 # billing view rebuild rate vs raw consume+decode
 bench-billing: setup services
     python -m bench.billing_rates
