@@ -10,6 +10,8 @@ import pytest
 
 from quotaflow.settings import Settings
 from streams.rabbit_log import RabbitEventLog
+from streams.runtime.app import App
+from streams.topics import Topology
 from tests.triton_server import triton_server
 
 __all__ = ["triton_server"]  # one tritonserver per session, shared by every test package
@@ -31,6 +33,21 @@ def settings() -> Settings:
 def unique() -> str:
     """A name no other test (or earlier run) uses."""
     return f"t{RUN_ID}-{uuid.uuid4().hex[:8]}"
+
+
+async def drop_topology(log: RabbitEventLog, topo: Topology) -> None:
+    for topic in topo.all:
+        for stream in topic.streams:
+            await log.delete_stream(stream)
+
+
+@pytest.fixture
+async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
+    """Every stream of a two-partition topology under a prefix no other test uses."""
+    topo = Topology(partitions=2, prefix=f"{unique}-")
+    await App("setup", rabbit_log, topology=topo).create_streams()
+    yield topo
+    await drop_topology(rabbit_log, topo)
 
 
 @pytest.fixture

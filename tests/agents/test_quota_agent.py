@@ -59,16 +59,6 @@ def request(tenant: str, i: int, max_tokens: int = 90, at: datetime = T0) -> Inf
 
 
 @pytest.fixture
-async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
-    topo = Topology(partitions=2, prefix=f"{unique}-")
-    await App("setup", rabbit_log, topology=topo).create_streams()
-    yield topo
-    for topic in topo.all:
-        for stream in topic.streams:
-            await rabbit_log.delete_stream(stream)
-
-
-@pytest.fixture
 async def redis_prefix(unique: str, settings: Settings) -> AsyncIterator[str]:
     prefix = f"{unique}:"
     yield prefix

@@ -15,23 +15,12 @@ from events import encode
 from projections.billing import positions, totals
 from quotaflow.settings import Settings
 from streams.rabbit_log import RabbitEventLog
-from streams.runtime.app import App
 from streams.topics import Topology
 from tests.billing.builder import LogBuilder
 from tests.billing.reference import flat, settlements, tenant_totals
 from tests.runtime.processes import kill, spawn_agent, terminate
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-@pytest.fixture
-async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
-    topo = Topology(partitions=2, prefix=f"{unique}-")
-    await App("setup", rabbit_log, topology=topo).create_streams()
-    yield topo
-    for topic in topo.all:
-        for stream in topic.streams:
-            await rabbit_log.delete_stream(stream)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -69,16 +68,6 @@ def parse(text: str) -> tuple[Samples, set[str]]:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
-
-
-@pytest.fixture
-async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
-    topo = Topology(partitions=2, prefix=f"{unique}-")
-    await App("setup", rabbit_log, topology=topo).create_streams()
-    yield topo
-    for topic in topo.all:
-        for stream in topic.streams:
-            await rabbit_log.delete_stream(stream)
 
 
 def registered(tenant: str, budget: int) -> TenantRegistered:

@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -19,20 +18,11 @@ from streams.rabbit_log import RabbitEventLog
 from streams.runtime.app import App
 from streams.runtime.ownership import lock_key
 from streams.topics import Topology
+from tests.conftest import drop_topology
 from tests.runtime.helpers import read_all, requests
 from tests.runtime.processes import kill, spawn_agent, terminate
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-@pytest.fixture
-async def topology(unique: str, rabbit_log: RabbitEventLog) -> AsyncIterator[Topology]:
-    topo = Topology(partitions=2, prefix=f"{unique}-")
-    await App("setup", rabbit_log, topology=topo).create_streams()
-    yield topo
-    for topic in topo.all:
-        for stream in topic.streams:
-            await rabbit_log.delete_stream(stream)
 
 
 async def publish_requests(
@@ -149,9 +139,7 @@ async def test_a_killed_replica_s_partitions_are_taken_over(
     finally:
         kill(a)
         assert terminate(b) == 0
-        for topic in topo.all:
-            for stream in topic.streams:
-                await rabbit_log.delete_stream(stream)
+        await drop_topology(rabbit_log, topo)
 
 
 async def test_a_poison_record_is_dead_lettered_and_the_agent_keeps_going(
