@@ -48,6 +48,7 @@ from events import (
     TenantRegistered,
     TokensReserved,
 )
+from projections.view_guard import Floors
 from streams.quota import PeriodCounters, TenantQuota, make_tenant_quota
 from streams.quota.timeline import WINDOW_US, day_start, month_bounds, to_us
 
@@ -126,6 +127,7 @@ class QuotaView:
         self._prefix = prefix
         self._chunk = chunk
         self._script = redis.register_script(_APPLY)
+        self._floors = Floors()
         self._read = redis.register_script(_READ)
 
     @property
@@ -144,8 +146,10 @@ class QuotaView:
         for start in range(0, len(items), self._chunk):
             chunk = items[start : start + self._chunk]
             batch = orjson.dumps([encode(offset, event) for offset, event in chunk])
-            args: list[str | bytes] = [self._prefix, stream, str(chunk[-1][0]), _WINDOW, batch]
-            applied += int(await self._script(args=args))
+            last = chunk[-1][0]
+            floor = str(self._floors.floor(stream))
+            args: list[str | bytes] = [self._prefix, stream, str(last), _WINDOW, batch, floor]
+            applied += self._floors.applied(stream, int(await self._script(args=args)), last)
         return applied
 
     async def positions(self, streams: Sequence[str]) -> dict[str, int]:
@@ -153,7 +157,9 @@ class QuotaView:
         if not streams:
             return {}
         values = await self._redis.hmget(self._prefix + "pos", list(streams))
-        return {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        out = {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        self._floors.loaded(out)
+        return out
 
     async def tenant(self, tenant_id: str, at: datetime | None = None) -> TenantQuota | None:
         """The read model at ``at`` (default: the tenant's latest event time in the view).
@@ -222,6 +228,7 @@ class QuotaView:
 
     async def clear(self) -> None:
         """Delete this view (only keys under its own prefix)."""
+        self._floors = Floors()
         p = self._prefix
         keys = [f"{p}w:{tenant}" for tenant in await self.tenant_ids()]
         keys += (p + "pos", p + "r", p + "pe", p + "q")

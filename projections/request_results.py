@@ -27,6 +27,7 @@ import orjson
 from redis.asyncio import Redis
 
 from events import Event, InferenceCompleted
+from projections.view_guard import Floors
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 
@@ -37,6 +38,8 @@ local last = tonumber(ARGV[3])
 local ttl = ARGV[4]
 local POS = P .. 'pos'
 local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
+local floor = tonumber(ARGV[6] or '-1')
+if floor >= 0 and pos < floor then return -1 end
 local applied = 0
 for _, f in ipairs(cjson.decode(ARGV[5])) do
   if f[1] > pos then
@@ -84,6 +87,7 @@ class RequestResults:
         self._prefix = prefix + "res:"
         self._ttl = ttl_s
         self._script = redis.register_script(_APPLY)
+        self._floors = Floors()
 
     async def apply(
         self, stream: str, items: Sequence[tuple[int, Event]], last: int | None = None
@@ -103,14 +107,17 @@ class RequestResults:
             str(end),
             str(self._ttl),
             orjson.dumps(rows),
+            str(self._floors.floor(stream)),
         ]
-        return int(await self._script(args=args))
+        return self._floors.applied(stream, int(await self._script(args=args)), end)
 
     async def positions(self, streams: Sequence[str]) -> dict[str, int]:
         if not streams:
             return {}
         values = await self._redis.hmget(self._prefix + "pos", list(streams))
-        return {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        out = {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        self._floors.loaded(out)
+        return out
 
     async def get(self, request_id: str) -> RequestResult | None:
         raw = await self._redis.get(f"{self._prefix}r:{request_id}")
@@ -128,6 +135,7 @@ class RequestResults:
         )
 
     async def clear(self) -> None:
+        self._floors = Floors()
         keys = [self._prefix + "pos"]
         async for key in self._redis.scan_iter(match=f"{self._prefix}r:*", count=500):
             keys.append(key.decode() if isinstance(key, bytes) else str(key))

@@ -33,6 +33,7 @@ import orjson
 from redis.asyncio import Redis
 
 from events import Event, QuotaPolicy, QuotaPolicySet, TenantRegistered
+from projections.view_guard import Floors
 
 _APPLY = """
 local P = ARGV[1]
@@ -40,6 +41,8 @@ local stream = ARGV[2]
 local last = tonumber(ARGV[3])
 local POS = P .. 'pos'
 local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
+local floor = tonumber(ARGV[5] or '-1')
+if floor >= 0 and pos < floor then return -1 end
 local applied = 0
 for _, f in ipairs(cjson.decode(ARGV[4])) do
   if f[2] > pos then
@@ -100,6 +103,7 @@ class TenantDirectory:
         self._redis = redis
         self._prefix = prefix + "dir:"
         self._script = redis.register_script(_APPLY)
+        self._floors = Floors()
 
     async def apply(
         self, stream: str, items: Sequence[tuple[int, Event]], last: int | None = None
@@ -116,15 +120,18 @@ class TenantDirectory:
         if end < 0:
             return 0
         rows = [row for offset, event in items if (row := encode(offset, event)) is not None]
-        args: list[str | bytes] = [self._prefix, stream, str(end), orjson.dumps(rows)]
-        return int(await self._script(args=args))
+        floor = str(self._floors.floor(stream))
+        args: list[str | bytes] = [self._prefix, stream, str(end), orjson.dumps(rows), floor]
+        return self._floors.applied(stream, int(await self._script(args=args)), end)
 
     async def positions(self, streams: Sequence[str]) -> dict[str, int]:
         """The last applied offset of each stream, -1 where none was."""
         if not streams:
             return {}
         values = await self._redis.hmget(self._prefix + "pos", list(streams))
-        return {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        out = {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
+        self._floors.loaded(out)
+        return out
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
         """The tenant whose current API key has this sha256 hex digest."""
@@ -153,6 +160,7 @@ class TenantDirectory:
 
     async def clear(self) -> None:
         """Delete this directory (only keys under its own prefix)."""
+        self._floors = Floors()
         p = self._prefix
         ids = [_str(m) for m in await self._redis.smembers(p + "tenants")]
         keys = [p + "pos", p + "keys", p + "tenants"]

@@ -12,6 +12,8 @@ import typer
 from quotaflow import logs
 from quotaflow.replay_cli import ops_cli
 from quotaflow.settings import Settings
+from quotaflow.tenants_cli import tenants_cli
+from quotaflow.up_cli import up_cli
 from quotaflow.wiring import load_factory, ownership
 
 cli = typer.Typer(
@@ -24,6 +26,8 @@ streams_cli = typer.Typer(help="The event log's streams.", no_args_is_help=True)
 events_cli = typer.Typer(help="The event model.", no_args_is_help=True)
 cli.add_typer(streams_cli, name="streams")
 cli.add_typer(events_cli, name="events")
+cli.add_typer(tenants_cli, name="tenants")
+cli.add_typer(up_cli)  # `up` (quotaflow/up_cli.py)
 cli.add_typer(ops_cli)  # `replay quota|billing` and `audit` (quotaflow/replay_cli.py)
 
 FactoryOpt = Annotated[

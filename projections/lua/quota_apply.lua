@@ -14,6 +14,10 @@ local P, stream = ARGV[1], ARGV[2]
 local last, W = tonumber(ARGV[3]), tonumber(ARGV[4])
 local POS, Q, R, PE = P .. 'pos', P .. 'q', P .. 'r', P .. 'pe'
 local pos = tonumber(redis.call('HGET', POS, stream) or '-1')
+-- ARGV[6], the floor: the highest position this process saw stored; below it, the view was
+-- lost (flushed) under the projection: write nothing, return -1 (see projections/view_guard.py)
+local floor = tonumber(ARGV[6] or '-1')
+if floor >= 0 and pos < floor then return -1 end
 local CHUNK = 1000
 local DAY = 86400000000
 
