@@ -31,10 +31,14 @@ class StreamEndpoint:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUOTAFLOW_", extra="ignore")
 
-    log: Literal["rabbitmq", "memory"] = Field(
+    log: Literal["rabbitmq", "memory", "kafka"] = Field(
         "rabbitmq", description="which event log backend the processes use"
     )
     rabbitmq_url: str = "rabbitmq-stream://guest:guest@127.0.0.1:5552/%2f"
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers, comma-separated host:port (log=kafka)"
+    )
+    kafka_replication_factor: int = Field(1, ge=1, description="of each topic created (log=kafka)")
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/quotaflow"
     triton_url: str = "127.0.0.1:8001"

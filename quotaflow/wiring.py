@@ -23,6 +23,15 @@ def topology(settings: Settings) -> Topology:
 def event_log(settings: Settings, name: str = "quotaflow") -> EventLog:
     if settings.log == "memory":
         return MemoryEventLog()
+    if settings.log == "kafka":
+        from streams.kafka_log import KafkaEventLog
+
+        return KafkaEventLog(
+            settings.kafka_bootstrap_servers,
+            name=name,
+            replication_factor=settings.kafka_replication_factor,
+            topic_config={"retention.bytes": str(settings.retention_max_bytes)},
+        )
     retention = Retention(
         max_bytes=settings.retention_max_bytes, max_segment_bytes=settings.retention_segment_bytes
     )

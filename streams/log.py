@@ -5,8 +5,9 @@ Offsets are assigned by the log, start at 0 and increase; they need not be dense
 offset-tracking entries take offset numbers too), so never count records by subtracting
 offsets.
 
-Backends: :class:`streams.rabbit_log.RabbitEventLog` (RabbitMQ Streams over rstream) and
-:class:`streams.memory_log.MemoryEventLog` (tests of pure logic). Both pass
+Backends: :class:`streams.rabbit_log.RabbitEventLog` (RabbitMQ Streams over rstream),
+:class:`streams.kafka_log.KafkaEventLog` (Kafka over aiokafka, one single-partition topic per
+stream) and :class:`streams.memory_log.MemoryEventLog` (tests of pure logic). All three pass
 ``tests/streams/contract.py``.
 """
 

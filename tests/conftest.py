@@ -12,9 +12,11 @@ from quotaflow.settings import Settings
 from streams.rabbit_log import RabbitEventLog
 from streams.runtime.app import App
 from streams.topics import Topology
+from tests.tansu_broker import kafka_log, tansu
 from tests.triton_server import triton_server
 
-__all__ = ["triton_server"]  # one tritonserver per session, shared by every test package
+# one tritonserver and one tansu (Kafka) broker per session, shared by every test package
+__all__ = ["kafka_log", "tansu", "triton_server"]
 
 RUN_ID = uuid.uuid4().hex[:8]
 
