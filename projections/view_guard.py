@@ -37,7 +37,8 @@ class Floors:
     def applied(self, stream: str, result: int, last: int) -> int:
         """Check a script's ``result``; on success, ``last`` is the stream's new floor."""
         if result < 0:
-            self._floor.clear()
+            # only this stream's worker restarts (and reloads its floors); the other streams
+            # keep theirs, so each of them notices the loss on its own next batch
             raise ViewLost(f"{stream}: the store's position is below {last}; the view was lost")
         if last > self._floor.get(stream, -1):
             self._floor[stream] = last

@@ -40,6 +40,22 @@ def free_port() -> int:
         return port
 
 
+def free_port_triplet() -> int:
+    """A port ``p`` with ``p - 1``, ``p`` and ``p + 1`` free (Triton's HTTP, gRPC, metrics)."""
+    for _ in range(100):
+        p = free_port()
+        ok = True
+        for q in (p - 1, p + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+        if ok:
+            return p
+    raise RuntimeError("no three free ports in a row")
+
+
 @dataclass
 class LocalSystem:
     """Settings and processes of one private deployment."""
@@ -83,10 +99,13 @@ def local_system(
     notify: Notify | None = None,
     partitions: int | None = None,
     extra_env: dict[str, str] | None = None,
+    own_triton: bool = False,
 ) -> LocalSystem:
     """A private deployment called ``name`` (not started); Triton is included when nothing
-    answers on the base settings' Triton URL."""
+    answers on the base settings' Triton URL, or on ports of its own with ``own_triton``."""
     base = base or Settings()
+    if own_triton:
+        base = base.model_copy(update={"triton_url": f"127.0.0.1:{free_port_triplet()}"})
     admin_key = "qf_admin_" + secrets.token_urlsafe(24)
     port = free_port()
     safe = name.replace("-", "_")
@@ -112,7 +131,7 @@ def local_system(
         **(extra_env or {}),
     }
     triton = None
-    if not triton_reachable(settings.triton_url):
+    if own_triton or not triton_reachable(settings.triton_url):
         triton = triton_component(settings, ROOT / "triton_models")
     comps = components(triton=triton, metrics_port_base=0, env=env)
     logs = log_dir or ROOT / "var" / name

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quotaflow.procs import die_with_parent
+
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 HEALTHY_AFTER_S = 30.0
@@ -192,6 +194,10 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # the parent-death signal follows the spawning thread: only from the main one
+                preexec_fn=die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
             )
         child.started_at = time.monotonic()
         child.not_before = 0.0

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from quotaflow.procs import die_with_parent
+
 PYTRITON_DIST = "nvidia-pytriton"
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
@@ -284,6 +286,10 @@ def start_triton(
         stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
         start_new_session=True,
+        # the parent-death signal follows the spawning *thread*: only from the main one
+        preexec_fn=die_with_parent
+        if threading.current_thread() is threading.main_thread()
+        else None,
     )
     handle = TritonHandle(process=process, options=opts, log_path=log_path, _log=log)
     try:
