@@ -23,6 +23,14 @@ services:
 triton: setup
     python -m quotaflow.triton.server --model-repository triton_models
 
+# the whole system on this machine until Ctrl-C: the API, every agent, Triton if needed
+up: setup services
+    quotaflow up
+
+# sustained HTTP load while processes are killed and servers restarted; then the proof
+chaos *ARGS: setup services
+    python -m quotaflow.chaos {{ARGS}}
+
 # --- development --------------------------------------------------------------------
 
 # create .venv and install quotaflow with its dev and Triton extras
@@ -41,7 +49,7 @@ lint: setup
 
 # --- benchmarks (each prints one JSON object on its last line) ---------------------
 
-# raw rstream vs the EventLog: publish and consume rates, 200k events
+# raw rstream vs the EventLog, and raw aiokafka vs the Kafka EventLog (tansu): publish and consume rates, 200k events
 bench-log: setup services
     python -m bench.log_rates
 
@@ -68,3 +76,7 @@ bench-ingress: setup services
 # billing view rebuild rate vs raw consume+decode
 bench-billing: setup services
     python -m bench.billing_rates
+
+# 100 req/s through the API for 10 min (--duration, --rate), each component's memory sampled
+soak *ARGS: setup services
+    python -m bench.soak {{ARGS}}

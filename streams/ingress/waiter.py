@@ -54,9 +54,11 @@ def parse(data: bytes) -> Decision | None:
     try:
         raw: Any = orjson.loads(data)
         kind, version = raw["type"], raw["version"]
-        if kind == "TokensReserved" and version == _RESERVED:
+        # ids of another type (a poison record): the codec below decides, and refuses them
+        fast = isinstance(raw.get("request_id"), str) and isinstance(raw.get("tenant_id"), str)
+        if fast and kind == "TokensReserved" and version == _RESERVED:
             return Decision(raw["request_id"], raw["tenant_id"], "reserved", int(raw["tokens"]))
-        if kind == "RequestRejected" and version == _REJECTED:
+        if fast and kind == "RequestRejected" and version == _REJECTED:
             return Decision(
                 raw["request_id"],
                 raw["tenant_id"],

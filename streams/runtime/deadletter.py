@@ -2,7 +2,10 @@
 
 A dead letter names the agent, the stream and offset, the kind of failure (``decode``: the
 bytes are not a current event; ``handler``: the agent raised a non-retryable error on it) and
-carries the original bytes, so nothing is lost and an operator can replay it once fixed.
+carries the original bytes, so nothing is lost and an operator can replay it once fixed. A
+letter must fit in one record (RabbitMQ's frame is 1 MiB, and base64 adds a third), so of a
+record above :data:`MAX_DATA` bytes it keeps the first :data:`MAX_DATA` and says so in
+``error``; the whole record stays in its stream at ``offset``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from events import utcnow
+
+#: The most bytes of the failed record a dead letter carries.
+MAX_DATA = 512 * 1024
 
 
 class DeadLetter(BaseModel):
@@ -38,12 +44,16 @@ class DeadLetter(BaseModel):
         data: bytes,
         at: datetime | None = None,
     ) -> DeadLetter:
+        error = error[:2000]
+        if len(data) > MAX_DATA:
+            error += f" [a record of {len(data)} bytes: the letter keeps the first {MAX_DATA}]"
+            data = data[:MAX_DATA]
         return cls(
             agent=agent,
             stream=stream,
             offset=offset,
             kind=kind,
-            error=error[:2000],
+            error=error,
             data_b64=base64.b64encode(data).decode(),
             at=at or utcnow(),
         )
