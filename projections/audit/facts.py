@@ -205,6 +205,7 @@ class Facts:
     duplicates: list[Duplicate] = field(default_factory=list)
     seen: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     events: int = 0
+    redelivered: int = 0  # duplicates of a kind that may be appended twice (invariants.py)
 
     def add(self, stream: str, offset: int, event: Event) -> bool:
         """Fold one event; ``False`` if it is a duplicate (its id was seen before)."""

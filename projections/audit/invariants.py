@@ -48,9 +48,21 @@ def _flag(
     )
 
 
+#: Facts that may legitimately be appended twice with the same event id: a client's retry with
+#: the same Idempotency-Key when the ingress died (or Redis lost the key's marker) between the
+#: append and the marker (see ``streams/ingress/idempotency.py``). Every consumer takes the
+#: first copy (the quota agent decides a request id once, the billing view keeps the first
+#: request row), and the ``decision`` check re-executes exactly that, so they are counted as
+#: redelivered, not reported.
+REDELIVERABLE = frozenset({"InferenceRequested"})
+
+
 def check_duplicates(facts: Facts, findings: Findings) -> None:
     findings.checked("duplicate", facts.events)
     for dup in facts.duplicates:
+        if dup.first.type in REDELIVERABLE:
+            facts.redelivered += 1
+            continue
         note = {
             "InferenceCompleted": "; the quota agent ignores a repeated result and billing keeps "
             "the first one (the billing_view check shows whether it billed once)",

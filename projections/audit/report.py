@@ -39,6 +39,7 @@ def to_json(result: AuditResult) -> dict[str, Any]:
         "checks": {name: tally.to_json() for name, tally in f.tallies.items()},
         "views": jsonable(result.views),
         "pending_decisions": result.pending_decisions,
+        "redelivered_requests": result.redelivered_requests,
         "discrepancies": [d.to_json() for d in f.discrepancies],
         "warnings": f.warnings,
         "tenants": jsonable(result.tenants),

@@ -88,6 +88,7 @@ class AuditResult:
     views: dict[str, Any] = field(default_factory=dict)
     tenants: dict[str, Any] = field(default_factory=dict)
     pending_decisions: int = 0
+    redelivered_requests: int = 0  # InferenceRequested appended twice by a retry, taken once
     timings: Timings = field(default_factory=Timings)
     options: AuditOptions = field(default_factory=AuditOptions)
 
@@ -287,6 +288,11 @@ async def _audit(
         findings.warnings.append(
             f"the quota agent has not yet recorded {pending} decision(s) of the latest inputs"
         )
+    if auditor.facts.redelivered:
+        findings.warnings.append(
+            f"{auditor.facts.redelivered} request(s) appended twice by a client's retry (same "
+            "event id); every consumer took the first copy"
+        )
     for stream, offset, reason in auditor.stats.undecodable[:20]:
         findings.warnings.append(f"{stream}:{offset} does not decode ({reason}); agents skip it")
     if auditor.read_to != read:
@@ -305,6 +311,7 @@ async def _audit(
         views=views,
         tenants=tenants,
         pending_decisions=pending,
+        redelivered_requests=auditor.facts.redelivered,
         timings=auditor.timings,
         options=options,
     )

@@ -286,6 +286,7 @@ def verdict(
         "settled": closed.get("settled", 0),
         "released": closed.get("ReservationReleased", 0),
         "expired": closed.get("ReservationExpired", 0),
+        "requests_appended_twice": sum(1 for n in ledger.requested.values() if n > 1),
         "lost": lost,
         "double_counted_tokens": double,
         "billed_below_log_tokens": under,
@@ -358,7 +359,7 @@ def parse(argv: list[str] | None = None) -> Options:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--requests", type=int, default=50_000)
-    p.add_argument("--rate", type=float, default=150.0, help="requests per second")
+    p.add_argument("--rate", type=float, default=100.0, help="requests per second")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(

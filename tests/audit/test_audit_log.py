@@ -135,6 +135,24 @@ async def test_a_duplicated_completion_is_a_duplicate_fact_and_billed_once(world
     assert result.findings.tallies["billed_twice"].failed == 0
 
 
+async def test_a_retried_request_appended_twice_is_redelivered_not_a_discrepancy(
+    world: World,
+) -> None:
+    """An Idempotency-Key retry after an ingress crash appends the same InferenceRequested (same
+    event id, a later time) again: every consumer takes the first, and so does the audit."""
+    streams = copy(world)
+    request = next(
+        e for evs in world.inputs().values() for e in evs if isinstance(e, InferenceRequested)
+    )
+    stream = TOPO.requests.stream_for(request.tenant_id)
+    again = request.model_copy(update={"occurred_at": request.occurred_at + timedelta(seconds=3)})
+    streams[stream].append(again)
+    result = await audit(await log_of(streams), TOPO)
+    assert result.ok, result.findings.discrepancies[:5]
+    assert result.redelivered_requests == 1
+    assert any("appended twice" in w for w in result.findings.warnings)
+
+
 async def test_missing_and_altered_decisions_are_named(world: World) -> None:
     streams = copy(world)
     quota = TOPO.quota.stream(0)
@@ -183,7 +201,8 @@ def test_report_paths() -> None:
 
 async def test_the_html_names_the_discrepancies(world: World) -> None:
     streams = copy(world)
-    streams[TOPO.requests.stream(1)].append(streams[TOPO.requests.stream(1)][5])
+    events = streams[TOPO.requests.stream(1)]
+    events.append(next(e for e in events if isinstance(e, InferenceCompleted)))
     page = render_html(to_json(await audit(await log_of(streams), TOPO)))
     assert "1 discrepancies" in page
     assert "duplicate" in page
