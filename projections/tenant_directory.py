@@ -131,7 +131,18 @@ class TenantDirectory:
         values = await self._redis.hmget(self._prefix + "pos", list(streams))
         out = {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
         self._floors.loaded(out)
+        missing = [s for s, v in zip(streams, values, strict=True) if v is None]
+        if missing:  # followed from now on: -1 until the first batch (see complete())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for s in missing:
+                    pipe.hsetnx(self._prefix + "pos", s, -1)
+                await pipe.execute()
         return out
+
+    async def complete(self, streams: int) -> bool:
+        """Whether the directory follows all ``streams`` partitions: false before its agent
+        first ran, and after the store was lost until every partition is being rebuilt."""
+        return int(await self._redis.hlen(self._prefix + "pos")) >= streams
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
         """The tenant whose current API key has this sha256 hex digest."""

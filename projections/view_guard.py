@@ -8,6 +8,12 @@ knows the store held for that stream. The script refuses (returns -1, writing no
 the stored position is below the floor, and :class:`ViewLost` (retryable) makes the agent
 restart from the positions the store really holds: for an emptied store, the start of the
 log, which rebuilds the view.
+
+What it assumes: the store is lost whole (FLUSHALL, FLUSHDB, a failover to an empty replica),
+as a real flush is; keys evicted one by one are not noticed, so run Redis with
+``maxmemory-policy noeviction``. A rebuild from the start needs the log from its start (the
+stream retention, ``QUOTAFLOW_RETENTION_MAX_BYTES``, must keep every tenant's registration).
+``clear()`` on a view forgets its floors: only for views no running agent writes to.
 """
 
 from __future__ import annotations

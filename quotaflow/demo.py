@@ -82,6 +82,13 @@ async def send_all(
         return list(await asyncio.gather(*(one(w, b) for w, b in work)))
 
 
+def finished(view: dict[str, Any] | None) -> bool:
+    """Closed, and its text shown if it completed (the text is another projection's)."""
+    if view is None or view["status"] not in FINAL:
+        return False
+    return view["completed_at"] is None or bool(view["text"])
+
+
 async def follow(
     tenants: dict[str, TenantApi], accepted: list[tuple[str, str]], timeout_s: float
 ) -> dict[str, dict[str, Any]]:
@@ -92,14 +99,12 @@ async def follow(
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("follow", total=len(accepted))
         while time.monotonic() < deadline:
-            todo = [
-                (w, rid) for w, rid in accepted if views.get(rid, {}).get("status") not in FINAL
-            ]
+            todo = [(w, rid) for w, rid in accepted if not finished(views.get(rid))]
             if not todo:
                 break
             for who, rid in todo:
                 views[rid] = await tenants[who].request(rid)
-            done = sum(1 for v in views.values() if v["status"] in FINAL)
+            done = sum(1 for v in views.values() if finished(v))
             progress.update(task, completed=done)
             await asyncio.sleep(1.0)
     return views
@@ -137,6 +142,13 @@ async def run_demo(system: LocalSystem, echo_requests: int) -> bool:
         return states["settled"] > 0 and all(s in FINAL for s in states)
 
 
+async def supervise(system: LocalSystem) -> None:
+    """Restart what dies while the demo runs (as ``quotaflow up`` does)."""
+    while True:
+        system.supervisor.poll()
+        await asyncio.sleep(0.5)
+
+
 async def main(keep: bool, echo_requests: int) -> int:
     name = "demo-" + datetime.now(UTC).strftime("%H%M%S") + "-" + uuid.uuid4().hex[:4]
     system = local_system(name, notify=lambda n, m: console.print(f"[dim]{n}: {m}[/]"))
@@ -146,6 +158,7 @@ async def main(keep: bool, echo_requests: int) -> int:
         + (" (starting Triton: smollm2 and echo)" if system.runs_triton else "")
     )
     system.supervisor.start()
+    keeper = asyncio.create_task(supervise(system))
     ok = False
     try:
         with console.status("waiting for the API, the agents and Triton…"):
@@ -155,6 +168,7 @@ async def main(keep: bool, echo_requests: int) -> int:
             return 1
         ok = await run_demo(system, echo_requests)
     finally:
+        keeper.cancel()
         with console.status("stopping every process…"):
             codes = system.supervisor.stop()
         console.print("stopped: " + ", ".join(f"{n} {exit_status(c)}" for n, c in codes.items()))

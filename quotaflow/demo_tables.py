@@ -11,7 +11,7 @@ from rich.table import Table
 
 def decisions_table(results: list[tuple[str, dict[str, Any], httpx.Response]]) -> Table:
     table = Table(title="POST /v1/requests: the quota's answers")
-    for col in ("tenant", "202 accepted", "429 rejected", "reasons", "Retry-After"):
+    for col in ("tenant", "202 accepted", "rejected", "status: reason", "Retry-After"):
         table.add_column(col)
     by_tenant: dict[str, Counter[str]] = {}
     retry: dict[str, set[str]] = {}
@@ -20,8 +20,12 @@ def decisions_table(results: list[tuple[str, dict[str, Any], httpx.Response]]) -
         if r.status_code == 202:
             c["accepted"] += 1
         else:
-            details = r.json()["error"].get("details") or {}
-            c[f"{r.status_code}:{details.get('reason', r.json()['error']['code'])}"] += 1
+            try:
+                error = r.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": f"HTTP {r.status_code}"}
+            details = error.get("details") or {}
+            c[f"{r.status_code}:{details.get('reason', error.get('code'))}"] += 1
             if "Retry-After" in r.headers:
                 retry.setdefault(who, set()).add(r.headers["Retry-After"])
     for who, c in sorted(by_tenant.items()):
@@ -30,7 +34,7 @@ def decisions_table(results: list[tuple[str, dict[str, Any], httpx.Response]]) -
             who,
             str(c["accepted"]),
             str(sum(rejected.values())),
-            ", ".join(f"{k.split(':', 1)[1]} ×{v}" for k, v in rejected.items()) or "—",
+            ", ".join(f"{k} ×{v}" for k, v in rejected.items()) or "—",
             ", ".join(_duration(int(s)) for s in sorted(retry.get(who, ()), key=int)[:3]) or "—",
         )
     return table

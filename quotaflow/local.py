@@ -7,6 +7,7 @@ never touch a running system's data.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -84,6 +85,7 @@ class LocalSystem:
                 f"{self.url}/readyz", 1.0
             ):
                 return True
+            await asyncio.sleep(0.25)
         return False
 
     async def clean(self) -> None:

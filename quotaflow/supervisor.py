@@ -2,8 +2,10 @@
 
 ``quotaflow up`` uses it to run the whole system on one machine, and the chaos harness
 (``quotaflow.chaos``) uses it to SIGKILL components at random and watch them come back. Each
-child runs in a session of its own, so a signal reaches its whole process group (Triton's
-``tritonserver`` included), and writes its output to ``<log_dir>/<name>.log``.
+child runs in a session of its own (a signal goes to its whole process group) and writes its
+output to ``<log_dir>/<name>.log``. Children get SIGKILL from the kernel when the supervisor
+dies (``quotaflow.procs.die_with_parent``); Triton's launcher stops its ``tritonserver`` (a
+session of its own) on SIGTERM and passes the same parent-death signal on.
 
 A child that exits while it should run is started again after a backoff that doubles from
 0.5 s to 10 s and resets once the child has lived 30 s. ``hold`` keeps one stopped (as when
@@ -183,6 +185,8 @@ class Supervisor:
         return child.process is not None and child.process.poll() is None
 
     def _spawn(self, child: _Child) -> None:
+        if self._stopping:
+            return
         c = child.component
         env = {**self._base_env, **c.env}
         with self.log_path(c.name).open("ab") as out:

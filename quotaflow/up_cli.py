@@ -66,7 +66,8 @@ def up(
     try:
         url = api_url(settings)
         with console.status("waiting for the API, the agents and Triton…"):
-            ready = _wait_ready(sup, url, settings.triton_url, ready_timeout, stop)
+            triton_url = settings.triton_url if triton else None  # --no-triton: don't wait
+            ready = _wait_ready(sup, url, triton_url, ready_timeout, stop)
         if stop.is_set():
             return
         if not ready:
@@ -82,14 +83,15 @@ def up(
 
 
 def _wait_ready(
-    sup: Supervisor, url: str, triton_url: str, timeout_s: float, stop: threading.Event
+    sup: Supervisor, url: str, triton_url: str | None, timeout_s: float, stop: threading.Event
 ) -> bool:
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         sup.poll()
-        if triton_reachable(triton_url) and wait_http_ok(f"{url}/readyz", 1.0):
+        triton_ok = triton_url is None or triton_reachable(triton_url)
+        if triton_ok and wait_http_ok(f"{url}/readyz", 1.0):
             return True
         stop.wait(0.5)
     return False

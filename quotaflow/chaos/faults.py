@@ -7,9 +7,10 @@
 * ``rabbitmq-restart``: stop and start the broker's application (every connection drops; the
   streams stay).
 * ``postgres-restart``: a fast restart of the PostgreSQL cluster.
-* ``redis-flush``: delete every key of this deployment (its Redis prefix; ``--flushall``: the
-  whole Redis). The quota view, the tenant directory and the request results notice it and
-  rebuild themselves from the log (``projections.view_guard``).
+* ``redis-flush``: delete every key of this deployment (its Redis prefix) in one atomic script,
+  as FLUSHALL would (``--flushall``: the whole Redis). The quota view, the tenant directory and
+  the request results notice it and rebuild themselves from the log
+  (``projections.view_guard``).
 
 The schedule is random but reproducible (a seed), spread over the load's duration, and holds
 every kind of fault at least once; each fault ends before the next begins.
@@ -70,6 +71,19 @@ def schedule(
     return out
 
 
+#: Every key matching ARGV[1], deleted in one script: atomic, as FLUSHALL is (a flush in many
+#: steps would let a view rebuild from half-deleted data, which no real flush does).
+_FLUSH_PREFIX = """
+local cursor, n = '0', 0
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 5000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do redis.call('UNLINK', k); n = n + 1 end
+until cursor == '0'
+return n
+"""
+
+
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, timeout=180, capture_output=True)
 
@@ -98,13 +112,17 @@ class Faults:
                 self.notify("triton-down: skipped (Triton is not this run's own)")
                 return
             await asyncio.to_thread(sup.hold, TRITON)
-            await asyncio.sleep(fault.duration_s)
-            sup.release(TRITON)
+            try:
+                await asyncio.sleep(fault.duration_s)
+            finally:
+                sup.release(TRITON)
         elif kind == "rabbitmq-restart":
             await asyncio.to_thread(_run, "rabbitmqctl", "-q", "stop_app")
-            await asyncio.sleep(fault.duration_s or 2.0)
-            await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
-            await asyncio.to_thread(_run, "rabbitmqctl", "-q", "await_startup")
+            try:
+                await asyncio.sleep(fault.duration_s or 2.0)
+            finally:  # never leave the machine's broker stopped
+                await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
+                await asyncio.to_thread(_run, "rabbitmqctl", "-q", "await_startup")
         elif kind == "postgres-restart":
             version = postgres_version()
             await asyncio.to_thread(
@@ -129,9 +147,7 @@ class Faults:
                 await redis.flushall()
                 return
             prefix = self.system.settings.redis_prefix
-            keys = [k async for k in redis.scan_iter(match=prefix + "*", count=2000)]
-            for i in range(0, len(keys), 1000):
-                await redis.delete(*keys[i : i + 1000])
-            self.notify(f"redis-flush: deleted {len(keys)} keys under {prefix}")
+            deleted = await redis.eval(_FLUSH_PREFIX, 0, prefix + "*")
+            self.notify(f"redis-flush: deleted {deleted} keys under {prefix} at once")
         finally:
             await redis.aclose()

@@ -1,11 +1,11 @@
 """The chaos run's clients: open-loop HTTP load with idempotency keys, retried through faults.
 
 Request ``i`` is sent at ``i / rate`` seconds (fewer when ``concurrency`` requests are already
-waiting) with ``Idempotency-Key: <run>-<i>``. A connection error, a 5xx or a 401 (the tenant
-directory is rebuilding after a Redis flush) is retried with the same key, with backoff, until
-``give_up_s``: this is what a well-behaved client does, and the server promises that a retry
-returns the same request and appends nothing new. 202 and 429 are answers; any other 4xx is a
-refusal the run reports (it should not happen: the bodies are valid).
+waiting) with ``Idempotency-Key: <run>-<i>``. A connection error or a 5xx (a 503 while the
+tenant directory is rebuilt after a Redis flush) is retried with the same key, with backoff,
+until ``give_up_s``: this is what a well-behaved client does, and the server promises that a
+retry returns the same request. 202 and 429 are answers; any other 4xx, a 401 included, is a
+refusal the run reports (it should not happen: the keys and bodies are valid).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import httpx
 
 Kind = Literal["accepted", "rejected", "refused", "unanswered"]
-RETRY_STATUS = {401, 500, 502, 503, 504}
+RETRY_STATUS = {500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Outcome:
     detail: str
     attempts: int
     latency_ms: float
+    answered_at_s: float = 0.0  # since the load started
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Load:
     seed: int = 7
     on_progress: Callable[[int], None] = lambda n: None
     report: LoadReport = field(default_factory=LoadReport)
+    _started: float = 0.0
 
     async def run(self) -> LoadReport:
         rng = random.Random(self.seed)
@@ -76,7 +78,7 @@ class Load:
         )
         gate = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(base_url=self.url, timeout=30.0, limits=limits) as http:
-            start = time.monotonic()
+            start = self._started = time.monotonic()
             tasks = []
             for i in range(self.total):
                 delay = start + i / self.rate - time.monotonic()
@@ -105,6 +107,7 @@ class Load:
     ) -> None:
         try:
             outcome = await self._send(http, i, client, body)
+            outcome = replace(outcome, answered_at_s=time.monotonic() - self._started)
             self.report.outcomes.append(outcome)
             self.on_progress(len(self.report.outcomes))
         finally:

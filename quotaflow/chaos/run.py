@@ -34,6 +34,7 @@ from quotaflow.api_client import AdminApi
 from quotaflow.chaos.faults import SERVER_FAULTS, Fault, Faults, schedule
 from quotaflow.chaos.ledger import Ledger
 from quotaflow.chaos.load import Client, Load, LoadReport
+from quotaflow.chaos.picture import draw
 from quotaflow.local import LocalSystem, local_system
 from quotaflow.up import ROOT
 from quotaflow.wiring import topology
@@ -110,14 +111,24 @@ async def register(admin: AdminApi, requests: int) -> list[Client]:
     return clients
 
 
+@dataclass(frozen=True)
+class FaultRun:
+    """A fault as it happened: when (seconds into the load) and its error, if it failed."""
+
+    fault: Fault
+    at_s: float
+    error: str | None
+
+
 async def drive(
     system: LocalSystem, clients: list[Client], opts: Options
-) -> tuple[LoadReport, list[Fault]]:
+) -> tuple[LoadReport, list[FaultRun], list[Fault]]:
     duration = opts.requests / opts.rate
     plan = schedule(
         duration, seed=opts.seed, kinds=opts.kinds, extra_kills=opts.extra_kills, down_s=opts.down_s
     )
     faults = Faults(system, notify=lambda m: console.print(f"[yellow]{m}"), flushall=opts.flushall)
+    ran: list[FaultRun] = []
     columns = (
         TextColumn("requests answered"),
         BarColumn(),
@@ -140,22 +151,32 @@ async def drive(
         async def run_faults() -> None:
             for fault in plan:
                 await asyncio.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+                at = time.monotonic() - started
                 try:
                     await faults.cause(fault)
-                except Exception as exc:  # a fault that cannot be caused is reported, not fatal
+                except Exception as exc:  # reported, and the run then fails
                     console.print(f"[red]fault {fault} could not be caused: {exc!r}")
+                    ran.append(FaultRun(fault, at, repr(exc)))
+                else:
+                    ran.append(FaultRun(fault, at, None))
 
         async def supervise() -> None:
             while True:
-                system.supervisor.poll()
+                try:
+                    system.supervisor.poll()
+                except Exception as exc:  # keep supervising; say why a restart failed
+                    console.print(f"[red]supervisor: {exc!r}")
                 await asyncio.sleep(0.25)
 
         keeper = asyncio.create_task(supervise())
         try:
-            report, _ = await asyncio.gather(load.run(), run_faults())
+            async with asyncio.TaskGroup() as group:  # one failing cancels the other
+                loading = group.create_task(load.run())
+                group.create_task(run_faults())
+            report = loading.result()
         finally:
             keeper.cancel()
-    return report, plan
+    return report, ran, plan
 
 
 async def drain(
@@ -235,7 +256,7 @@ async def chaos(opts: Options) -> int:
         async with httpx.AsyncClient(base_url=system.url, timeout=60) as http:
             clients = await register(AdminApi(http, system.admin_key), opts.requests)
         began = time.monotonic()
-        report, plan = await drive(system, clients, opts)
+        report, ran, plan = await drive(system, clients, opts)
         load_s = time.monotonic() - began
         drain_s = await drain(system, reader, report, opts.drain_timeout_s)
         await asyncio.sleep(2.0)
@@ -243,8 +264,12 @@ async def chaos(opts: Options) -> int:
         with console.status("auditing: replaying the log and comparing the views…"):
             passed, audit_out = await asyncio.to_thread(audit, system)
         billed = await billed_tokens(system, [c.tenant_id for c in clients])
-        summary |= verdict(reader, report, plan, billed, passed, load_s, drain_s, opts)
+        summary |= verdict(reader, report, ran, plan, billed, passed, load_s, drain_s, opts)
         show(summary, audit_out)
+        png = system.log_dir / "chaos.png"
+        if draw(report.outcomes, [(r.at_s, r.fault.kind) for r in ran], png):
+            console.print(f"picture: {png}")
+            summary["picture"] = str(png)
     finally:
         await reader.close()
         with console.status("stopping…"):
@@ -259,6 +284,7 @@ async def chaos(opts: Options) -> int:
 def verdict(
     reader: LogReader,
     report: LoadReport,
+    ran: list[FaultRun],
     plan: list[Fault],
     billed: dict[str, int],
     passed: bool,
@@ -292,8 +318,15 @@ def verdict(
         "billed_below_log_tokens": under,
         **twice,
         "audit": "pass" if passed else "FAIL",
-        "faults": len(plan),
-        "fault_kinds": sorted({f.kind for f in plan}),
+        "told_429_but_reserved": sum(
+            1
+            for o in report.outcomes
+            if o.kind == "rejected" and ledger.reserved[str(o.request_id)]
+        ),
+        "faults": sum(1 for r in ran if r.error is None),
+        "faults_failed": len(plan) - sum(1 for r in ran if r.error is None),
+        "fault_kinds": sorted({r.fault.kind for r in ran if r.error is None}),
+        "fault_times_s": [[round(r.at_s, 1), r.fault.kind] for r in ran],
         "retries": sum(report.retried_because.values()),
         "retried_because": dict(report.retried_because),
         "load_s": round(load_s, 1),
@@ -309,6 +342,8 @@ def verdict(
         and not any(twice.values())
         and out["refused"] == 0
         and out["unanswered"] == 0
+        and out["told_429_but_reserved"] == 0
+        and out["faults_failed"] == 0
     )
     return out
 
@@ -340,6 +375,8 @@ def show(summary: dict[str, Any], audit_out: str) -> None:
         "billed_below_log_tokens",
         "decided_twice",
         "closed_twice",
+        "told_429_but_reserved",
+        "faults_failed",
     ):
         style = "green" if summary[key] == 0 else "red"
         table.add_row(f"[bold]{key}", f"[{style}]{summary[key]:,}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from events import (
+    ClockTicked,
     QuotaPolicySet,
     RequestRejected,
     ReservationExpired,
@@ -25,6 +26,7 @@ from quotaflow.observability.tokens import observe_decisions
 from streams.runtime import Ack, App, Stream
 
 INPUTS = (
+    ClockTicked,  # only moves the position: an idle partition still notices a lost store
     TenantRegistered,
     QuotaPolicySet,
     TokensReserved,
@@ -44,6 +46,16 @@ class QuotaViewStore:
         self.prefix = prefix
         self._redis: Redis | None = None
         self._view: QuotaView | None = None
+        self._observed: dict[str, int] = {}
+
+    def first_time(self, per_stream: dict[str, list[tuple[int, Event]]]) -> list[Event]:
+        """The events this process has not seen before (offsets above each stream's mark)."""
+        out: list[Event] = []
+        for stream, items in per_stream.items():
+            mark = self._observed.get(stream, -1)
+            out += [event for offset, event in items if offset > mark]
+            self._observed[stream] = max(mark, items[-1][0])
+        return out
 
     def view(self) -> QuotaView:
         if self._view is None:
@@ -83,7 +95,8 @@ def register_quota_view(app: App, store: QuotaViewStore, name: str = "quota-view
             for name_, items in per_stream.items():
                 await view.apply(name_, items)
             # tokens reserved/settled/released per tenant (what KEDA scales inference on);
-            # counted here, not in the quota agent, which replays its history at every start
-            observe_decisions(batch)
+            # counted here, not in the quota agent, which replays its history at every start;
+            # and once: a rebuild after a lost view replays what this process counted already
+            observe_decisions(store.first_time(per_stream))
 
     app.on_close(store.close)

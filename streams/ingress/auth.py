@@ -58,8 +58,11 @@ def not_found(what: str = "tenant") -> ApiError:
 
 
 class Authenticator:
-    def __init__(self, directory: TenantDirectory, admin_key: SecretStr, cache_s: float) -> None:
+    def __init__(
+        self, directory: TenantDirectory, admin_key: SecretStr, cache_s: float, partitions: int = 1
+    ) -> None:
         self._directory = directory
+        self._partitions = partitions
         self._admin_hash = hash_key(admin_key.get_secret_value()).encode()
         self._cache_s = cache_s
         self._cache: dict[str, tuple[str, float]] = {}
@@ -77,6 +80,13 @@ class Authenticator:
         tenant = await self._directory.tenant_for_key(digest)
         if tenant is None:
             self._cache.pop(digest, None)
+            if not await self._directory.complete(self._partitions):
+                raise ApiError(
+                    503,
+                    "directory_unavailable",
+                    "the tenant directory is being rebuilt; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
             raise unauthorized("unknown API key")
         if self._cache_s > 0:
             if len(self._cache) >= _CACHE_LIMIT:

@@ -74,7 +74,9 @@ class Services:
             results=RequestResults(redis, settings.redis_prefix),
             quota=QuotaView(redis, settings.redis_prefix),
             idempotency=IdempotencyStore(redis, settings.redis_prefix, settings.idempotency_ttl_s),
-            auth=Authenticator(directory, settings.admin_key, settings.auth_cache_s),
+            auth=Authenticator(
+                directory, settings.admin_key, settings.auth_cache_s, settings.partitions
+            ),
         )
 
     async def close(self) -> None:

@@ -27,7 +27,9 @@ async def until_final(api: TenantApi, request_id: str, timeout_s: float = 120) -
     deadline = time.monotonic() + timeout_s
     while True:
         view = await api.request(request_id)
-        if view["status"] in FINAL or time.monotonic() > deadline:
+        # the text comes from another projection than the status: wait for both
+        done = view["status"] in FINAL and (view["completed_at"] is None or view["text"])
+        if done or time.monotonic() > deadline:
             return view
         await asyncio.sleep(0.2)
 

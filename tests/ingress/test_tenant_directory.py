@@ -113,3 +113,34 @@ async def test_a_policy_before_registration_does_not_make_a_tenant(
     await directory.apply("s-0", [(0, policy)])
     assert await directory.tenant("z") is None
     assert await directory.tenants() == []
+
+
+async def test_an_unknown_key_is_503_until_the_directory_follows_every_partition(
+    directory: TenantDirectory,
+) -> None:
+    """Before the directory agent ran (or while it rebuilds after a lost store) an unknown key
+    might belong to a tenant not applied yet: 503 and retry, not a 401 the client believes."""
+    from pydantic import SecretStr
+
+    from streams.ingress.auth import Authenticator
+    from streams.ingress.errors import ApiError
+
+    auth = Authenticator(directory, SecretStr("admin"), cache_s=0, partitions=2)
+    with pytest.raises(ApiError) as early:
+        await auth.principal("qf_nobody")
+    assert early.value.status == 503
+    assert early.value.headers == {"Retry-After": "1"}
+    await directory.positions(["requests-0"])  # one partition's worker started
+    with pytest.raises(ApiError) as half:
+        await auth.principal("qf_nobody")
+    assert half.value.status == 503
+    await directory.positions(["requests-1"])
+    assert await directory.positions(["requests-0", "requests-1"]) == {
+        "requests-0": -1,
+        "requests-1": -1,
+    }
+    with pytest.raises(ApiError) as unknown:
+        await auth.principal("qf_nobody")
+    assert unknown.value.status == 401
+    await directory.apply("requests-1", [(0, registered("acme", "k1"))])
+    assert (await auth.principal("k1")).tenant_id == "acme"

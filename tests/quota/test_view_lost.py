@@ -104,3 +104,19 @@ async def test_the_directory_and_the_results_notice_a_flush(redis: Redis) -> Non
     finally:
         await directory.clear()
         await results.clear()
+
+
+def test_token_metrics_count_each_decision_once_per_process() -> None:
+    """A rebuild replays decisions the process counted already: only the new ones count."""
+    from streams.agents.quota_view import QuotaViewStore
+
+    store = QuotaViewStore("redis://unused", "x:")
+    b = Builder(now=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    b.register("acme", token_budget=1_000)
+    for _ in range(4):
+        b.request("acme", prompt=1, max_tokens=9)
+    _, decisions = decided(b.events)
+    items = list(enumerate(decisions))
+    assert store.first_time({QUOTA: items[:3]}) == decisions[:3]
+    assert store.first_time({QUOTA: items}) == decisions[3:]  # the replay after a rebuild
+    assert store.first_time({QUOTA: items}) == []
