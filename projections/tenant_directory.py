@@ -19,6 +19,7 @@ Keys (``prefix`` is configurable, e.g. a test's own prefix; everything lives und
 * ``{prefix}dir:tenants`` set of registered tenant ids
 * ``{prefix}dir:t:{tenant}`` hash name, key, policy (JSON), registered_at, updated_at
 * ``{prefix}dir:e:{tenant}`` set of applied event ids (duplicates are skipped)
+* ``{prefix}dir:ready`` hash stream -> 1 once the agent has caught up with that stream
 """
 
 from __future__ import annotations
@@ -131,18 +132,18 @@ class TenantDirectory:
         values = await self._redis.hmget(self._prefix + "pos", list(streams))
         out = {s: -1 if v is None else int(v) for s, v in zip(streams, values, strict=True)}
         self._floors.loaded(out)
-        missing = [s for s, v in zip(streams, values, strict=True) if v is None]
-        if missing:  # followed from now on: -1 until the first batch (see complete())
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for s in missing:
-                    pipe.hsetnx(self._prefix + "pos", s, -1)
-                await pipe.execute()
         return out
 
+    async def caught_up(self, stream: str) -> None:
+        """The directory holds every tenant event of ``stream`` up to its recent tail (its
+        agent says so when it has read what there was); see :meth:`complete`."""
+        await self._redis.hset(self._prefix + "ready", stream, 1)
+
     async def complete(self, streams: int) -> bool:
-        """Whether the directory follows all ``streams`` partitions: false before its agent
-        first ran, and after the store was lost until every partition is being rebuilt."""
-        return int(await self._redis.hlen(self._prefix + "pos")) >= streams
+        """Whether every one of the ``streams`` partitions has caught up: false before the
+        agent first read them, and after the store was lost until each is rebuilt (the flag
+        goes with the store). An unknown key is only surely unknown when this holds."""
+        return int(await self._redis.hlen(self._prefix + "ready")) >= streams
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
         """The tenant whose current API key has this sha256 hex digest."""
@@ -174,7 +175,7 @@ class TenantDirectory:
         self._floors = Floors()
         p = self._prefix
         ids = [_str(m) for m in await self._redis.smembers(p + "tenants")]
-        keys = [p + "pos", p + "keys", p + "tenants"]
+        keys = [p + "pos", p + "keys", p + "tenants", p + "ready"]
         for tid in ids:
             keys += (f"{p}t:{tid}", f"{p}e:{tid}")
         async for key in self._redis.scan_iter(match=f"{p}[te]:*", count=500):

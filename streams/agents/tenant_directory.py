@@ -5,7 +5,9 @@ Reads each partition of ``requests`` and hands each batch to
 directory and the stream's position atomically. Every event of the partition is delivered (not
 only the tenant events) so that the stored position follows the stream's tail and a restart
 does not re-read the partition's requests. It resumes from the positions stored in Redis
-(``Ack.EXTERNAL``).
+(``Ack.EXTERNAL``). A partition read from the start (a new directory, or one rebuilt after its
+store was lost) is flagged caught up once a batch comes back short of full; until every
+partition is, the API answers an unknown key with 503 rather than 401.
 """
 
 from __future__ import annotations
@@ -46,8 +48,17 @@ def register_tenant_directory(
 ) -> None:
     requests = app.topology.requests
 
+    catching_up: set[str] = set()  # streams read from the start, not yet caught up
+
     async def positions(partition: int) -> dict[str, int]:
-        return await store.directory().positions([requests.stream(partition)])
+        stream = requests.stream(partition)
+        stored = await store.directory().positions([stream])
+        if stored[stream] < 0 and await app.log.tail(stream) > 0:
+            catching_up.add(stream)  # empty (new, or lost): rebuilding from the start
+        else:
+            catching_up.discard(stream)
+            await store.directory().caught_up(stream)
+        return stored
 
     @app.agent(app.topic(requests), ack=Ack.EXTERNAL, positions=positions, batch=BATCH, name=name)
     async def tenant_directory(stream: Stream) -> None:
@@ -58,5 +69,9 @@ def register_tenant_directory(
                 per_stream.setdefault(d.stream, []).append((d.offset, d.event))
             for stream_name, items in per_stream.items():
                 await directory.apply(stream_name, items)
+                # a batch short of full: the stream had no more to give, the rebuild is done
+                if stream_name in catching_up and len(batch.deliveries) < BATCH:
+                    catching_up.discard(stream_name)
+                    await directory.caught_up(stream_name)
 
     app.on_close(store.close)

@@ -101,11 +101,20 @@ class Services:
         async def redis() -> None:
             await self.redis.ping()
 
+        async def tenant_directory() -> None:
+            if not await self.directory.complete(self.settings.partitions):
+                raise RuntimeError("the tenant directory has not caught up with every partition")
+
         async def postgres() -> None:
             async with self.pool.connection(timeout=timeout) as conn:
                 await conn.execute("SELECT 1")
 
-        checks = {"rabbitmq": rabbitmq, "redis": redis, "postgresql": postgres}
+        checks = {
+            "rabbitmq": rabbitmq,
+            "redis": redis,
+            "postgresql": postgres,
+            "tenant_directory": tenant_directory,
+        }
         results = await asyncio.gather(
             *(asyncio.wait_for(fn(), timeout) for fn in checks.values()), return_exceptions=True
         )

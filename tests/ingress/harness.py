@@ -83,6 +83,15 @@ class Deployment:
         runner = AgentRunner(self.agents, AGENTS, StaticOwnership(), interval=0.05)
         self._runner = asyncio.create_task(runner.run(self._runner_stop))
 
+    async def ready(self, timeout_s: float = 60.0) -> None:
+        """Until /readyz says yes (the tenant directory has caught up with every partition)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (await self.client.get("/readyz")).status_code != 200:
+            assert asyncio.get_running_loop().time() < deadline, (
+                await self.client.get("/readyz")
+            ).text
+            await asyncio.sleep(0.05)
+
     async def stop_agents(self) -> None:
         self._runner_stop.set()
         if self._runner is not None:
@@ -109,6 +118,7 @@ async def deployment(
                 env = Deployment(settings, topo, log, agent_app, api, client)
                 if agents:
                     env.start_agents()
+                    await env.ready()
                 try:
                     yield env
                 finally:
