@@ -69,7 +69,15 @@ for _, f in ipairs(cjson.decode(ARGV[4])) do
   end
 end
 if last > pos then redis.call('HSET', POS, stream, ARGV[3]) end
+if ARGV[6] == '1' then redis.call('HSET', P .. 'ready', stream, 1) end
 return applied
+"""
+
+# Flag a stream caught up only while its data is there (or it has none): never on a lost store.
+_CAUGHT_UP = """
+if ARGV[3] == '1' or redis.call('HEXISTS', ARGV[1] .. 'pos', ARGV[2]) == 1 then
+  redis.call('HSET', ARGV[1] .. 'ready', ARGV[2], 1)
+end
 """
 
 
@@ -104,10 +112,16 @@ class TenantDirectory:
         self._redis = redis
         self._prefix = prefix + "dir:"
         self._script = redis.register_script(_APPLY)
+        self._caught_up = redis.register_script(_CAUGHT_UP)
         self._floors = Floors()
 
     async def apply(
-        self, stream: str, items: Sequence[tuple[int, Event]], last: int | None = None
+        self,
+        stream: str,
+        items: Sequence[tuple[int, Event]],
+        last: int | None = None,
+        *,
+        caught_up: bool = False,
     ) -> int:
         """Apply ``(offset, event)`` pairs of ``stream`` (offsets increasing) and move the
         stream's position to ``last`` (default: the last item's offset); how many tenant events
@@ -122,7 +136,8 @@ class TenantDirectory:
             return 0
         rows = [row for offset, event in items if (row := encode(offset, event)) is not None]
         floor = str(self._floors.floor(stream))
-        args: list[str | bytes] = [self._prefix, stream, str(end), orjson.dumps(rows), floor]
+        flag = "1" if caught_up else "0"  # and flag the stream caught up, in the same script
+        args: list[str | bytes] = [self._prefix, stream, str(end), orjson.dumps(rows), floor, flag]
         return self._floors.applied(stream, int(await self._script(args=args)), end)
 
     async def positions(self, streams: Sequence[str]) -> dict[str, int]:
@@ -134,10 +149,15 @@ class TenantDirectory:
         self._floors.loaded(out)
         return out
 
-    async def caught_up(self, stream: str) -> None:
-        """The directory holds every tenant event of ``stream`` up to its recent tail (its
-        agent says so when it has read what there was); see :meth:`complete`."""
-        await self._redis.hset(self._prefix + "ready", stream, 1)
+    async def caught_up(self, stream: str, *, empty: bool = False) -> None:
+        """The directory holds ``stream``'s tenant events up to its recent tail: flagged only if
+        its position is stored (or the stream is ``empty``), so a lost store is never flagged.
+        A rebuild flags it through :meth:`apply`. See :meth:`complete`."""
+        await self._caught_up(args=[self._prefix, stream, "1" if empty else "0"])
+
+    async def rebuilding(self, stream: str) -> None:
+        """``stream`` is read again from its start: not caught up until :meth:`apply` says."""
+        await self._redis.hdel(self._prefix + "ready", stream)
 
     async def complete(self, streams: int) -> bool:
         """Whether every one of the ``streams`` partitions has caught up: false before the

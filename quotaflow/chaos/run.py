@@ -304,6 +304,7 @@ def verdict(
         "accepted": report.count("accepted"),
         "rejected": report.count("rejected"),
         "refused": report.count("refused"),
+        "refused_examples": [o.detail[:160] for o in report.outcomes if o.kind == "refused"][:5],
         "unanswered": report.count("unanswered"),
         "reserved": len(ledger.reserved),
         "rejected_in_log": len(ledger.rejected),

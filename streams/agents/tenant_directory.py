@@ -52,12 +52,14 @@ def register_tenant_directory(
 
     async def positions(partition: int) -> dict[str, int]:
         stream = requests.stream(partition)
-        stored = await store.directory().positions([stream])
+        directory = store.directory()
+        stored = await directory.positions([stream])
         if stored[stream] < 0 and await app.log.tail(stream) > 0:
             catching_up.add(stream)  # empty (new, or lost): rebuilding from the start
+            await directory.rebuilding(stream)
         else:
             catching_up.discard(stream)
-            await store.directory().caught_up(stream)
+            await directory.caught_up(stream, empty=stored[stream] < 0)
         return stored
 
     @app.agent(app.topic(requests), ack=Ack.EXTERNAL, positions=positions, batch=BATCH, name=name)
@@ -68,10 +70,10 @@ def register_tenant_directory(
             for d in batch.deliveries:
                 per_stream.setdefault(d.stream, []).append((d.offset, d.event))
             for stream_name, items in per_stream.items():
-                await directory.apply(stream_name, items)
                 # a batch short of full: the stream had no more to give, the rebuild is done
-                if stream_name in catching_up and len(batch.deliveries) < BATCH:
+                done = stream_name in catching_up and len(batch.deliveries) < BATCH
+                await directory.apply(stream_name, items, caught_up=done)
+                if done:
                     catching_up.discard(stream_name)
-                    await directory.caught_up(stream_name)
 
     app.on_close(store.close)

@@ -130,13 +130,17 @@ async def test_an_unknown_key_is_503_until_the_directory_follows_every_partition
         await auth.principal("qf_nobody")
     assert early.value.status == 503
     assert early.value.headers == {"Retry-After": "1"}
-    await directory.caught_up("requests-0")  # one partition's agent has caught up
+    await directory.caught_up("requests-0")  # no position stored: a lost store, not flagged
+    with pytest.raises(ApiError) as lost:
+        await auth.principal("qf_nobody")
+    assert lost.value.status == 503
+    await directory.caught_up("requests-0", empty=True)  # an empty stream has nothing to lose
     with pytest.raises(ApiError) as half:
         await auth.principal("qf_nobody")
     assert half.value.status == 503
-    await directory.caught_up("requests-1")
+    await directory.rebuilding("requests-1")
+    await directory.apply("requests-1", [(0, registered("acme", "k1"))], caught_up=True)
     with pytest.raises(ApiError) as unknown:
         await auth.principal("qf_nobody")
     assert unknown.value.status == 401
-    await directory.apply("requests-1", [(0, registered("acme", "k1"))])
     assert (await auth.principal("k1")).tenant_id == "acme"
