@@ -33,6 +33,9 @@ APPEND_SECONDS = Histogram(
 )
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template (not its raw path)."""
 
@@ -58,5 +61,7 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            if method not in _METHODS:  # a client picks the method: keep the label set bounded
+                method = "other"
             HTTP_REQUESTS.labels(method, path, str(status)).inc()
             HTTP_SECONDS.labels(method, path).observe(time.perf_counter() - started)

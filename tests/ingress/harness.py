@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from psycopg import AsyncConnection, sql
-from redis.asyncio import Redis
+from psycopg import AsyncConnection
 
 from events import Event
 from projections.billing import migrate
+from quotaflow.local import drop_data
 from quotaflow.settings import Settings
 from quotaflow.wiring import build_app
 from streams.ingress import IngressSettings, create_app
@@ -125,23 +125,5 @@ async def deployment(
                     await env.stop_agents()
     finally:
         await agent_app.close()
-        await _clean(settings, topo, log)
+        await drop_data(settings)
         await log.close()
-
-
-async def _clean(settings: IngressSettings, topo: Topology, log: RabbitEventLog) -> None:
-    for topic in topo.all:
-        for stream in topic.streams:
-            await log.delete_stream(stream)
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        async for key in redis.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
-            await redis.unlink(key)
-    finally:
-        await redis.aclose()
-    async with await AsyncConnection.connect(settings.postgres_dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(settings.billing_schema)
-            )
-        )

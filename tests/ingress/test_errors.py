@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import pytest_asyncio
 
@@ -167,3 +169,12 @@ async def test_unknown_routes_and_methods_use_the_error_body(
 ) -> None:
     error_of(await env.client.get("/v2/nothing", headers=key), 404, "not_found")
     error_of(await env.client.delete("/v1/requests", headers=key), 405, "method_not_allowed")
+
+
+async def test_a_made_up_method_does_not_become_a_metrics_label(env: Deployment) -> None:
+    made_up = "BREW" + uuid.uuid4().hex[:6].upper()
+    r = await env.client.request(made_up, "/healthz")
+    assert 400 <= r.status_code < 500
+    metrics = (await env.client.get("/metrics")).text
+    assert made_up not in metrics
+    assert 'method="other"' in metrics

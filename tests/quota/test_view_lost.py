@@ -18,10 +18,11 @@ from projections.quota_view import QuotaView
 from projections.request_results import RequestResults
 from projections.tenant_directory import TenantDirectory
 from projections.view_guard import ViewLost
-from streams.quota import QuotaState, decide, evolve, tenant_quota
+from streams.quota import QuotaState, tenant_quota
 from streams.runtime.errors import is_retryable
 from tests.quota.builder import Builder
 from tests.quota.conftest import leftover_keys, scratch_prefix
+from tests.quota.test_view import agent
 
 pytestmark = pytest.mark.services
 
@@ -35,14 +36,8 @@ async def flush(redis: Redis, prefix: str) -> None:
 
 
 def decided(events: list[Event]) -> tuple[QuotaState, list[Event]]:
-    state, out = QuotaState(), []
-    for event in events:
-        outs = decide(state, event)
-        evolve(state, event)
-        for o in outs:
-            evolve(state, o)
-        out += outs
-    return state, out
+    state, _, decisions = agent(events)
+    return state, [event for _, event in decisions]
 
 
 async def test_the_quota_view_refuses_to_go_on_after_a_flush_and_rebuilds(
