@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from quotaflow.api_client import AdminApi, TenantApi
-from quotaflow.local import drop_data, free_port
+from quotaflow.local import local_system
 from quotaflow.settings import Settings
 from quotaflow.triton.server import TritonHandle
 from quotaflow.up import await_http_ok
@@ -53,20 +53,12 @@ class Up:
 def up_system(
     triton_server: TritonHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Up]:
-    name = f"t{RUN_ID}-up{secrets.token_hex(3)}"
-    port = free_port()
-    env = {
-        "QUOTAFLOW_STREAM_PREFIX": f"{name}-",
-        "QUOTAFLOW_REDIS_PREFIX": f"{name}:",
-        "QUOTAFLOW_BILLING_SCHEMA": name.replace("-", "_"),
-        "QUOTAFLOW_HTTP_HOST": "127.0.0.1",
-        "QUOTAFLOW_HTTP_PORT": str(port),
-        "QUOTAFLOW_PARTITIONS": "2",
-        "QUOTAFLOW_ADMIN_KEY": "qf_admin_" + secrets.token_urlsafe(16),
-        "QUOTAFLOW_TRITON_URL": triton_server.grpc_url,
-        "QUOTAFLOW_LOG_LEVEL": "WARNING",
-    }
+    # names, port and admin key of its own (quotaflow.local); `quotaflow up` itself is run
+    base = Settings().model_copy(update={"triton_url": triton_server.grpc_url})
     logs = tmp_path_factory.mktemp("up")
+    system = local_system(
+        f"t{RUN_ID}-up{secrets.token_hex(3)}", base=base, partitions=2, log_dir=logs
+    )
     out = (logs / "up.out").open("wb")
     proc = subprocess.Popen(
         [
@@ -81,18 +73,17 @@ def up_system(
             "--ready-timeout",
             "240",
         ],
-        env={**os.environ, **env},
+        env={**os.environ, **system.env},
         cwd=ROOT,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
-    system = Up(proc, url, env["QUOTAFLOW_ADMIN_KEY"], env, logs)
+    up = Up(proc, system.url, system.admin_key, system.env, logs)
     try:
-        if not asyncio.run(await_http_ok(f"{url}/readyz", 240)):
+        if not asyncio.run(await_http_ok(f"{system.url}/readyz", 240)):
             pytest.fail(f"quotaflow up did not become ready; see {logs}")
-        yield system
+        yield up
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -102,16 +93,7 @@ def up_system(
             os.killpg(proc.pid, signal.SIGKILL)
             code = proc.wait(10)
         out.close()
-        settings = Settings.model_validate(
-            {
-                **Settings().model_dump(),
-                "stream_prefix": env["QUOTAFLOW_STREAM_PREFIX"],
-                "redis_prefix": env["QUOTAFLOW_REDIS_PREFIX"],
-                "billing_schema": env["QUOTAFLOW_BILLING_SCHEMA"],
-                "partitions": 2,
-            }
-        )
-        asyncio.run(drop_data(settings))
+        asyncio.run(system.clean())
     assert code == 0, f"quotaflow up exited with {code}; see {logs}/up.out"
 
 

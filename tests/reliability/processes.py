@@ -4,34 +4,15 @@ logging to a file, stopped with SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+from quotaflow.local import free_port
+from tests.runtime.processes import spawn_cli as spawn
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m quotaflow.cli ARGS`` with ``env`` over this process's environment."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "quotaflow.cli", *args],
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+__all__ = ["free_port", "spawn", "stop", "wait_ready"]
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

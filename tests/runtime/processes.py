@@ -11,6 +11,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def spawn_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m quotaflow.cli ARGS`` with ``env`` over this process's environment."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "quotaflow.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def spawn_agent(
     agent: str | list[str],
     env: dict[str, str],
@@ -20,25 +32,7 @@ def spawn_agent(
     factory: str = "tests.runtime.crash_app:build",
 ) -> subprocess.Popen[bytes]:
     agents = [agent] if isinstance(agent, str) else agent
-    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quotaflow.cli",
-                "run",
-                *agents,
-                "--factory",
-                factory,
-                "--ownership",
-                ownership,
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return spawn_cli(["run", *agents, "--factory", factory, "--ownership", ownership], env, log)
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
